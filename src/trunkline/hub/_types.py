@@ -189,16 +189,17 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class FetchedBatch:
-    """Records of one partition, in offset order, as an Arrow batch in :data:`FETCH_SCHEMA`."""
+    """Records of one partition, in offset order, as an Arrow table in :data:`FETCH_SCHEMA`.
+
+    The table's chunks are the stored record batches, read without copying.
+    ``next_offset`` is where the next fetch continues; it can be past the last record when
+    compaction removed the records after it.
+    """
 
     topic: str
     partition: int
-    records: pa.RecordBatch
-
-    @property
-    def next_offset(self) -> int:
-        """The offset after the last record (what a consumer commits after processing)."""
-        return int(self.records.column(0)[-1].as_py()) + 1 if self.records.num_rows else -1
+    records: pa.Table
+    next_offset: int
 
     def __len__(self) -> int:
         return int(self.records.num_rows)
@@ -206,7 +207,7 @@ class FetchedBatch:
     def messages(self) -> Iterator[Message]:
         """The records as Python objects (convenient; the Arrow form is the fast path)."""
         cols = self.records.to_pydict()
-        stamps = self.records.column(1).cast(pa.int64()).to_pylist()
+        stamps = self.records.column("timestamp").cast(pa.int64()).to_pylist()
         for i, offset in enumerate(cols["offset"]):
             headers = cols["headers"][i] or ()
             yield Message(

@@ -1,0 +1,1 @@
+"""Benchmarks behind `trunkline perf`: each measures its baseline in the same run."""
