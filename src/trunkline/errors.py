@@ -16,7 +16,9 @@ TrunklineError                  root; `retryable` tells retry policies whether t
 │   ├── NotAssigned             a consumer touched a partition it does not own (rebalanced)
 │   └── Unsupported             the backend cannot do this; says which backend and why
 └── MetaError                   the metadata store failed
-    └── NotFound                a catalog entry (system, dataset) does not exist
+    ├── NotFound                a catalog entry (system, dataset) does not exist
+    ├── AmbiguousName           a short dataset name matches several datasets; lists them
+    └── MetaUnavailable         the store cannot be reached or stayed locked; retryable
 ```
 
 Driver errors (sqlite3, SQLAlchemy, psycopg, confluent-kafka) are translated into this tree
@@ -27,11 +29,13 @@ Messages say what was expected, what was found and where.
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousName",
     "ConfigError",
     "CorruptSegment",
     "HubError",
     "InvalidRecord",
     "MetaError",
+    "MetaUnavailable",
     "MissingDependency",
     "NotAssigned",
     "NotFound",
@@ -138,3 +142,17 @@ class MetaError(TrunklineError):
 
 class NotFound(MetaError):
     """A catalog entry does not exist."""
+
+
+class AmbiguousName(MetaError):
+    """A short name matches more than one dataset; ``candidates`` are their qualified names."""
+
+    def __init__(self, message: str, *, candidates: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+class MetaUnavailable(MetaError):
+    """The metadata database cannot be reached, or stayed locked past the busy timeout."""
+
+    retryable = True

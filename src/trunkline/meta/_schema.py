@@ -1,0 +1,140 @@
+"""The metadata store's tables, in SQLAlchemy Core, as the latest migration leaves them.
+
+Migrations under ``migrations/versions`` create and change these tables; the store's queries
+use the definitions here. ``tests/unit/meta`` checks that both agree (Alembic's
+``compare_metadata`` finds no difference after upgrading to head).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+# Named constraints let later migrations drop or alter them by name, including SQLite's
+# batch mode, which rebuilds tables and would otherwise lose unnamed constraints.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+#: Longest names the store accepts; dataset names stay within PostgreSQL's btree entry limit.
+SYSTEM_NAME_LENGTH = 100
+DATASET_NAME_LENGTH = 512
+SHORT_TEXT_LENGTH = 200
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware (UTC).
+
+    SQLite has no timezone-aware type: it gets naive UTC text. PostgreSQL gets
+    ``timestamptz``, which comes back in the session's time zone and is converted here.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store keeps UTC timestamps only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite autoincrements only an INTEGER PRIMARY KEY (a rowid alias), not a BIGINT one.
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# JSONB on PostgreSQL so later queries can index into options and tags.
+Json = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+
+def _fk(column: str) -> sa.ForeignKey:
+    # Deleting a system or dataset takes its catalog entries and lineage with it.
+    return sa.ForeignKey(column, ondelete="CASCADE")
+
+
+systems = sa.Table(
+    "systems",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(SYSTEM_NAME_LENGTH), nullable=False),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("location", sa.Text(), nullable=False),
+    sa.Column("options", Json, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("name"),
+)
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("system_id", Id, _fk("systems.id"), nullable=False),
+    sa.Column("name", sa.String(DATASET_NAME_LENGTH), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("owner", sa.String(SHORT_TEXT_LENGTH), nullable=True),
+    sa.Column("description", sa.Text(), nullable=True),
+    sa.Column("tags", Json, nullable=False),
+    sa.Column("schema_subject", sa.String(255), nullable=True),
+    sa.Column("schema_version", sa.Integer(), nullable=True),
+    sa.Column("schema_columns", Json, nullable=True),
+    sa.Column("row_count", sa.BigInteger(), nullable=True),
+    sa.Column("byte_count", sa.BigInteger(), nullable=True),
+    sa.Column("stats_updated_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("system_id", "name"),
+    # resolve() looks names up across systems.
+    sa.Index(None, "name"),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(SHORT_TEXT_LENGTH), nullable=False),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    # A source and a sink may share a name in the project file; their kinds tell them apart.
+    sa.UniqueConstraint("kind", "name"),
+)
+
+lineage_edges = sa.Table(
+    "lineage_edges",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("source_id", Id, _fk("datasets.id"), nullable=False),
+    sa.Column("target_id", Id, _fk("datasets.id"), nullable=False),
+    sa.Column("job_id", Id, _fk("jobs.id"), nullable=False),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
+    sa.Column("last_seen", UTCDateTime(), nullable=False),
+    sa.Column("last_run_id", sa.String(SHORT_TEXT_LENGTH), nullable=False),
+    # Also serves downstream(): its leading column is source_id.
+    sa.UniqueConstraint("source_id", "target_id", "job_id"),
+    sa.Index(None, "target_id"),
+    sa.Index(None, "job_id"),
+)
+
+lineage_runs = sa.Table(
+    "lineage_runs",
+    metadata,
+    sa.Column("edge_id", Id, _fk("lineage_edges.id"), primary_key=True),
+    sa.Column("run_id", sa.String(SHORT_TEXT_LENGTH), primary_key=True),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
+)
