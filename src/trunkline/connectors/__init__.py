@@ -1,0 +1,25 @@
+"""Connectors: sources that write into the hub and sinks that read from it.
+
+A project file names a connector by its ``type:``, which is its name in :data:`SOURCES` or
+:data:`SINKS`. The connector class exposes its settings as a pydantic model in the class
+attribute ``Config`` (a :class:`trunkline.config.ConfigModel`); the rest of the project-file
+entry is validated by that model.
+
+The registries are empty for now: the connectors issue registers the built-ins here as lazy
+``"module:Class"`` strings (sources ``postgres_cdc``, ``files``, ``http``; sinks ``duckdb``,
+``postgres``, ``iceberg``, ``parquet``). Third-party packages add theirs through the
+``trunkline.sources`` and ``trunkline.sinks`` entry-point groups.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trunkline.plugins import Registry
+
+__all__ = ["SINKS", "SOURCES"]
+
+#: Source connectors (they write into the hub), by project-file ``type:``.
+SOURCES: Registry[type[Any]] = Registry("source", entry_point_group="trunkline.sources")
+#: Sink connectors (they read from the hub), by project-file ``type:``.
+SINKS: Registry[type[Any]] = Registry("sink", entry_point_group="trunkline.sinks")
