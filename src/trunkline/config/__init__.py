@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from trunkline.config._base import ConfigModel
 from trunkline.config._explain import KeyDoc, explain
-from trunkline.config._load import PROJECT_FILE, load_project
+from trunkline.config._load import PROJECT_FILE, load_project, load_settings
 from trunkline.config._model import (
     DEFAULT_META_URL,
     ConnectorSpec,
@@ -61,6 +61,7 @@ __all__ = [
     "format_duration",
     "format_size",
     "load_project",
+    "load_settings",
     "parse_duration",
     "parse_size",
     "write_starter",

@@ -79,7 +79,7 @@ topics:
 _GITIGNORE_LINE = ".trunkline/"
 
 
-def write_starter(directory: Path) -> Path:
+def write_starter(directory: Path | str) -> Path:
     """Write a starter ``trunkline.yaml`` (and ignore ``.trunkline/`` in ``.gitignore``).
 
     The directory is created if needed. An existing ``.gitignore`` gets the line appended
@@ -95,6 +95,7 @@ def write_starter(directory: Path) -> Path:
         >>> write_starter(Path("shop"))  # doctest: +SKIP
         PosixPath('shop/trunkline.yaml')
     """
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     project_file = directory / PROJECT_FILE
     try:

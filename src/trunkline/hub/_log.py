@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import crc32c
 import numpy as np
@@ -55,6 +56,7 @@ from trunkline.hub._segment import (
     find_valid_header,
     iter_batches,
     list_segments,
+    read_aligned,
     scan,
     segment_name,
     unpack_header,
@@ -68,6 +70,7 @@ _HW_SIZE = _HW.size + 4
 _READ_CHUNK = 1 << 20
 _OPEN_READERS = 4
 _FLUSH_BYTES = 64 << 20
+_IOV_MAX = 1024
 
 
 class Ack(StrEnum):
@@ -355,7 +358,7 @@ class PartitionLog:
             tail = self._current_tail()
             # (segment base, its size before this call, its index size, created by this call)
             touched: list[tuple[int, int, int, bool]] = []
-            pending: list[bytes | pa.Buffer] = []
+            pending: list[Any] = []
             index = bytearray()
             bases: list[int] = []
             try:
@@ -368,10 +371,9 @@ class PartitionLog:
                     touched.append((tail.base, tail.size, os.fstat(tail.index_fd).st_size, False))
                 position = tail.size
                 for batch in batches:
-                    header, payload = encode_batch(
+                    header, payload, length = encode_batch(
                         batch, tail.next_offset, now_ms, config.compression
                     )
-                    length = len(header) + payload.size
                     if position and position + length > config.segment_bytes:
                         self._flush(tail, pending, index, position)
                         pending, index = [], bytearray()
@@ -382,7 +384,8 @@ class PartitionLog:
                             tail.next_offset - tail.base, position, tail.max_ts
                         )
                         tail.last_indexed = position
-                    pending += (header, payload)
+                    pending.append(header)
+                    pending += payload
                     bases.append(tail.next_offset)
                     if tail.first_append_ms is None:
                         tail.first_append_ms = now_ms
@@ -406,20 +409,9 @@ class PartitionLog:
             self._write_hw(tail)
             return bases
 
-    def _flush(
-        self, tail: _Tail, buffers: list[bytes | pa.Buffer], index: bytearray, end: int
-    ) -> None:
+    def _flush(self, tail: _Tail, buffers: list[Any], index: bytearray, end: int) -> None:
         """Write ``buffers`` at the end of the active segment and make them durable."""
-        views = [memoryview(b) for b in buffers]
-        at = tail.size
-        while views:
-            written = os.pwritev(tail.fd, views, at)
-            at += written
-            # A short write (disk nearly full) leaves the rest to write: skip what went out.
-            while views and written >= len(views[0]):
-                written -= len(views.pop(0))
-            if views and written:
-                views[0] = views[0][written:]
+        _write_all(tail.fd, buffers, tail.size)
         if self.ack is Ack.FSYNC:
             os.fdatasync(tail.fd)
         if index:
@@ -528,20 +520,25 @@ class PartitionLog:
 
     def _batches(
         self, fd: int, base: int, pos: int, size: int
-    ) -> Iterator[tuple[int, BatchHeader, memoryview]]:
-        """Checked batches of a segment from byte ``pos`` up to ``size``, read in chunks."""
+    ) -> Iterator[tuple[int, BatchHeader, pa.Buffer]]:
+        """Checked batches of a segment from byte ``pos`` up to ``size``, read in chunks.
+
+        Payloads are slices of 64-byte aligned buffers, so Arrow columns read from them are
+        aligned (batches start at multiples of 8 in the file).
+        """
         path = self._path(base, "log")
         while pos < size:
-            data = os.pread(fd, min(size - pos, _READ_CHUNK), pos)
+            data = read_aligned(fd, min(size - pos, _READ_CHUNK), pos)
+            view = memoryview(data)
             consumed = 0
-            for at, header in iter_batches(data, path, pos):
-                payload = memoryview(data)[at + HEADER_SIZE : at + header.size]
-                check_payload(path, pos + at, header, payload)
+            for at, header in iter_batches(view, path, pos):
+                payload = data.slice(at + HEADER_SIZE, header.payload_len)
+                check_payload(path, pos + at, header, view[at + HEADER_SIZE : at + header.size])
                 yield pos + at, header, payload
                 consumed = at + header.size
             if consumed == 0:
                 # A batch larger than one chunk: read exactly that batch.
-                big = unpack_header(data)
+                big = unpack_header(view)
                 if big is None or pos + big.size > size:
                     raise CorruptSegment(
                         f"corrupt record batch in {path} at byte {pos}: "
@@ -553,10 +550,9 @@ class PartitionLog:
                         path=str(path),
                         position=pos,
                     )
-                data = os.pread(fd, big.size, pos)
-                payload = memoryview(data)[HEADER_SIZE:]
-                check_payload(path, pos, big, payload)
-                yield pos, big, payload
+                data = read_aligned(fd, big.size, pos)
+                check_payload(path, pos, big, memoryview(data)[HEADER_SIZE:])
+                yield pos, big, data.slice(HEADER_SIZE)
                 consumed = big.size
             pos += consumed
 
@@ -602,7 +598,7 @@ class PartitionLog:
                 for _, header, payload in self._batches(fd, base, pos, size):
                     if header.next_offset <= offset:
                         continue
-                    batch = decode_records(header, pa.py_buffer(payload))
+                    batch = decode_records(header, payload)
                     if header.base_offset < offset:
                         skip = np.searchsorted(batch.column(0).to_numpy(), offset)
                         batch = batch.slice(int(skip))
@@ -639,7 +635,7 @@ class PartitionLog:
                 for _, header, payload in self._batches(fd, base, pos, size):
                     if header.max_ts < timestamp or header.record_count == 0:
                         continue
-                    batch = decode_records(header, pa.py_buffer(payload))
+                    batch = decode_records(header, payload)
                     stamps = batch.column(1).cast(pa.int64()).to_numpy()
                     first = int(np.flatnonzero(stamps >= timestamp)[0])
                     return int(batch.column(0)[first].as_py())
@@ -737,7 +733,7 @@ class PartitionLog:
             fd = self._reader(base)
             size = hw.position if base == hw.segment_base else os.fstat(fd).st_size
             for _, header, payload in self._batches(fd, base, 0, size):
-                batch = decode_records(header, pa.py_buffer(payload))
+                batch = decode_records(header, payload)
                 keys.append(batch.column(2))
                 offsets.append(batch.column(0))
         if not keys:
@@ -756,7 +752,7 @@ class PartitionLog:
         kept: list[tuple[BatchHeader, pa.RecordBatch]] = []
         removed = 0
         for _, header, payload in self._batches(fd, base, 0, size):
-            stored = decode_stored(pa.py_buffer(payload))
+            stored = decode_stored(payload)
             if now_ms - header.append_ms < config.min_compaction_lag_ms:
                 kept.append((header, stored))
                 continue
@@ -778,7 +774,7 @@ class PartitionLog:
             for header, stored in kept:
                 if stored.num_rows == 0:
                     continue
-                packed, payload = encode_batch(
+                packed, payload, _ = encode_batch(
                     stored,
                     header.base_offset,
                     header.append_ms,
@@ -786,7 +782,7 @@ class PartitionLog:
                     last_delta=header.last_delta,
                     attributes=header.attributes | ATTR_COMPACTED,
                 )
-                at += os.pwritev(out, [packed, payload], at)
+                at += _write_all(out, [packed, *payload], at)
             os.fsync(out)
             index = build_index(out, tmp_log, at, base)
         finally:
@@ -796,6 +792,21 @@ class PartitionLog:
         tmp_log.replace(path)
         tmp_index.replace(self._path(base, "index"))
         return removed, size, at
+
+
+def _write_all(fd: int, buffers: list[Any], at: int) -> int:
+    """Write ``buffers`` at ``at`` with as few ``pwritev`` calls as possible; returns bytes."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    total = 0
+    while views:
+        written = os.pwritev(fd, views[:_IOV_MAX], at + total)
+        total += written
+        # A short write (disk nearly full) leaves the rest to write: skip what went out.
+        while views and written >= views[0].nbytes:
+            written -= views.pop(0).nbytes
+        if views and written:
+            views[0] = views[0][written:]
+    return total
 
 
 def _fsync_dir(directory: Path) -> None:

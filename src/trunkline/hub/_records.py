@@ -135,7 +135,7 @@ def _binary_column(table: pa.Table, name: str) -> pa.ChunkedArray:
         or pa.types.is_string_view(kind)
     ):
         raise InvalidRecord(f"column {name!r}: expected binary or string, found {kind}")
-    return column.cast(pa.binary())
+    return column if kind == pa.binary() else column.cast(pa.binary())
 
 
 def _from_arrow(table: pa.Table, now_ms: int) -> pa.Table:
@@ -271,13 +271,32 @@ def _check_partition(partition: int, partitions: int, where: str = "") -> None:
         )
 
 
+def _data_bytes(column: pa.Array) -> int:
+    """Bytes of key or value data in a (single-chunk) binary column, from its offsets."""
+    if len(column) == 0 or column.null_count == len(column):
+        return 0
+    offsets = column.buffers()[1]
+    first, last = np.frombuffer(offsets, dtype=np.int32)[
+        [column.offset, column.offset + len(column)]
+    ]
+    return int(last - first)
+
+
 def stored_batches(rows: pa.Table, max_message_bytes: int) -> list[pa.RecordBatch]:
     """Cut a partition's rows into store-schema batches of about BATCH_TARGET_BYTES each."""
     n = len(rows)
     if n == 0:
         return []
-    value_len = pc.fill_null(pc.binary_length(rows.column("value")), 0).to_numpy()
-    key_len = pc.fill_null(pc.binary_length(rows.column("key")), 0).to_numpy()
+    combined = rows.select(["timestamp", "key", "value", "headers"]).combine_chunks()
+    columns = [column.chunk(0) for column in combined.columns]
+    target = min(BATCH_TARGET_BYTES, max_message_bytes)
+    total = _data_bytes(columns[1]) + _data_bytes(columns[2])
+    if total + 16 * n <= target:
+        # The common case, one batch that fits: no per-row sizes needed.
+        deltas = pa.array(np.arange(n, dtype=np.int32))
+        return [pa.RecordBatch.from_arrays([deltas, *columns], schema=STORE_SCHEMA)]
+    value_len = pc.fill_null(pc.binary_length(columns[2]), 0).to_numpy()
+    key_len = pc.fill_null(pc.binary_length(columns[1]), 0).to_numpy()
     sizes = value_len.astype(np.int64) + key_len + 16
     too_big = np.flatnonzero(sizes - 16 > max_message_bytes)
     if len(too_big):
@@ -286,7 +305,6 @@ def stored_batches(rows: pa.Table, max_message_bytes: int) -> list[pa.RecordBatc
             f"a record of {int(sizes[i] - 16)} bytes (key + value) exceeds the topic's "
             f"max_message_bytes ({max_message_bytes})"
         )
-    target = min(BATCH_TARGET_BYTES, max_message_bytes)
     cumulative = np.cumsum(sizes)
     cuts = [0]
     while cuts[-1] < n:
@@ -294,11 +312,9 @@ def stored_batches(rows: pa.Table, max_message_bytes: int) -> list[pa.RecordBatc
         nxt = int(np.searchsorted(cumulative, done + target, side="right"))
         cuts.append(max(nxt, cuts[-1] + 1))
     cuts[-1] = n
-    combined = rows.select(["timestamp", "key", "value", "headers"]).combine_chunks()
     out = []
     for start, end in itertools.pairwise(cuts):
-        part = combined.slice(start, end - start)
         deltas = pa.array(np.arange(end - start, dtype=np.int32))
-        columns = [deltas, *(column.chunk(0) for column in part.columns)]
-        out.append(pa.RecordBatch.from_arrays(columns, schema=STORE_SCHEMA))
+        part = [column.slice(start, end - start) for column in columns]
+        out.append(pa.RecordBatch.from_arrays([deltas, *part], schema=STORE_SCHEMA))
     return out

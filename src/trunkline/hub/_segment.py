@@ -3,10 +3,10 @@
 Kafka's log layout is the model. A partition is a folder of segments; a segment is a
 ``<base offset>.log`` file of record batches plus a sparse ``<base offset>.index``.
 
-A batch on disk is a fixed 60-byte header followed by its payload::
+A batch on disk is a fixed 64-byte header followed by its payload::
 
     magic        4s   b"TLB1"
-    header_crc   u32  CRC-32C of the rest of the header (bytes 8..60)
+    header_crc   u32  CRC-32C of the rest of the header (bytes 8..64)
     base_offset  i64  offset of the batch's first record
     payload_len  u32
     payload_crc  u32  CRC-32C of the payload
@@ -16,10 +16,12 @@ A batch on disk is a fixed 60-byte header followed by its payload::
     max_ts       i64  largest record timestamp (ms)
     append_ms    i64  wall-clock time of the append (retention counts from here)
     attributes   u16  bit 0: rewritten by compaction
-    reserved     u16
+    reserved     u16 + u32 (zero; pads the header to 64 bytes)
 
 The payload is one Arrow IPC record-batch message in :data:`STORE_SCHEMA`, so reading a batch
 back is a zero-copy view of the bytes read from disk, and writing one is a single serialise.
+Header and payload sizes are multiples of 8, so every batch starts 8-byte aligned in its file
+and, read into an aligned buffer, its Arrow columns are aligned as Arrow requires.
 
 The header has its own checksum so that recovery can tell a torn tail (no valid header after
 the damage) from corruption in the middle of the log (a valid header follows the damage).
@@ -35,9 +37,11 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import crc32c
 import numpy as np
@@ -51,7 +55,7 @@ from trunkline.hub._types import FETCH_SCHEMA, HEADER_TYPE, TIMESTAMP_TYPE, Comp
 log = logging.getLogger("trunkline.hub")
 
 MAGIC = b"TLB1"
-HEADER = struct.Struct("<4sIqIIIIqqqHH")
+HEADER = struct.Struct("<4sIqIIIIqqqHHI")
 HEADER_SIZE = HEADER.size
 INDEX_ENTRY = struct.Struct("<IIq")
 INDEX_INTERVAL = 4096
@@ -68,11 +72,6 @@ STORE_SCHEMA = pa.schema(
         pa.field("headers", HEADER_TYPE),
     ]
 )
-
-_IPC_OPTIONS = {
-    Compression.LZ4: ipc.IpcWriteOptions(compression="lz4"),
-    Compression.ZSTD: ipc.IpcWriteOptions(compression="zstd"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +109,7 @@ class BatchHeader:
             self.append_ms,
             self.attributes,
             0,
+            0,
         )[8:]
         return MAGIC + struct.pack("<I", crc32c.crc32c(rest)) + rest
 
@@ -124,6 +124,13 @@ def unpack_header(data: bytes | memoryview, pos: int = 0) -> BatchHeader | None:
     return BatchHeader(*fields[2:11])
 
 
+def read_aligned(fd: int, size: int, pos: int) -> pa.Buffer:
+    """``size`` bytes at ``pos``, read into a 64-byte aligned Arrow buffer (may be shorter)."""
+    buffer = pa.allocate_buffer(size)
+    got = os.preadv(fd, [memoryview(buffer)], pos)
+    return buffer if got == size else buffer.slice(0, got)
+
+
 def encode_batch(
     records: pa.RecordBatch,
     base_offset: int,
@@ -132,21 +139,33 @@ def encode_batch(
     *,
     last_delta: int | None = None,
     attributes: int = 0,
-) -> tuple[bytes, pa.Buffer]:
-    """Header and payload of one batch; ``records`` is in :data:`STORE_SCHEMA`.
+) -> tuple[bytes, list[Any], int]:
+    """Header, payload parts and size on disk of one batch (``records`` in STORE_SCHEMA).
 
-    ``last_delta`` defaults to the last record's delta; compaction passes the original one
-    so that a batch keeps its offset range when records are removed from it.
+    The payload comes as a list of buffers that reference ``records``' own memory (no copy);
+    written one after the other they form the batch's IPC message. ``last_delta`` defaults to
+    the last record's delta; compaction passes the original one so that a batch keeps its
+    offset range when records are removed from it.
     """
-    payload = _serialize(records, compression)
+    parts = _serializer(compression)(records)
+    crc, size = 0, 0
+    for part in parts:
+        crc = crc32c.crc32c(part, crc)
+        size += memoryview(part).nbytes
+    if size % 8:
+        # IPC messages are 8-byte multiples already; keep the invariant even if one is not.
+        pad = bytes(8 - size % 8)
+        parts.append(pad)
+        crc = crc32c.crc32c(pad, crc)
+        size += len(pad)
     minmax = pc.min_max(records.column(1))
     first = minmax["min"].value
     if last_delta is None:
         last_delta = records.column(0)[-1].as_py() if records.num_rows else 0
     header = BatchHeader(
         base_offset=base_offset,
-        payload_len=payload.size,
-        payload_crc=crc32c.crc32c(payload),
+        payload_len=size,
+        payload_crc=crc,
         record_count=records.num_rows,
         last_delta=last_delta,
         first_ts=first if first is not None else NO_TIMESTAMP,
@@ -154,21 +173,64 @@ def encode_batch(
         append_ms=append_ms,
         attributes=attributes,
     )
-    return header.pack(), payload
+    return header.pack(), parts, header.size
 
 
-def _serialize(records: pa.RecordBatch, compression: Compression) -> pa.Buffer:
-    options = _IPC_OPTIONS.get(compression)
-    if options is None:
-        return records.serialize()
-    # IPC compression applies only through a writer; keep just the record-batch message so a
-    # compressed payload reads back exactly like an uncompressed one.
-    sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, STORE_SCHEMA, options=options) as writer:
-        writer.write_batch(records)
-    reader = ipc.MessageReader.open_stream(sink.getvalue())
-    reader.read_next_message()
-    return reader.read_next_message().serialize()
+class _Collector:
+    """A write-only file that keeps what it is given (by reference) instead of copying it."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    def write(self, data: Any) -> None:
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Serializer:
+    """Encodes record batches as IPC messages without copying their buffers.
+
+    An IPC stream writer hands each message to its sink piece by piece, large buffers as
+    views of the batch's own memory; collecting those pieces and writing them with one
+    ``pwritev`` skips the copy that ``RecordBatch.serialize`` makes (the bytes are the same).
+    The stream's schema message goes out once, when the serializer is made, and is dropped.
+    """
+
+    def __init__(self, compression: Compression) -> None:
+        self._sink = _Collector()
+        codec = None if compression is Compression.NONE else compression.value
+        self._writer = ipc.new_stream(
+            pa.PythonFile(self._sink, mode="w"),
+            STORE_SCHEMA,
+            options=ipc.IpcWriteOptions(compression=codec),
+        )
+        self._writer.write_batch(pa.RecordBatch.from_pylist([], schema=STORE_SCHEMA))
+        self._lock = threading.Lock()
+
+    def __call__(self, records: pa.RecordBatch) -> list[Any]:
+        with self._lock:
+            self._sink.parts = []
+            self._writer.write_batch(records)
+            return self._sink.parts
+
+
+_SERIALIZERS: dict[Compression, _Serializer] = {}
+_SERIALIZERS_LOCK = threading.Lock()
+
+
+def _serializer(compression: Compression) -> _Serializer:
+    found = _SERIALIZERS.get(compression)
+    if found is None:
+        with _SERIALIZERS_LOCK:
+            found = _SERIALIZERS.setdefault(compression, _Serializer(compression))
+    return found
 
 
 def decode_records(header: BatchHeader, payload: pa.Buffer) -> pa.RecordBatch:

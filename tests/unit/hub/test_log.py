@@ -338,3 +338,17 @@ def _now() -> int:
     import time
 
     return time.time_ns() // 1_000_000
+
+
+def test_fetched_columns_are_aligned(hub: EmbeddedHub) -> None:
+    # Arrow (and engines scanning Arrow, such as DuckDB through Acero) need naturally
+    # aligned buffers; batches start at multiples of 8 and are read into aligned memory.
+    hub.create_topic("t")
+    for i in range(20):
+        hub.produce("t", [Record(b"v" * (i * 7 + 1), key=b"k" * i, timestamp=i)])
+    batch = hub.fetch("t", 0, 0, max_records=1000)
+    for column in batch.records.columns:
+        for chunk in column.chunks:
+            for buffer in chunk.buffers():
+                if buffer is not None:
+                    assert buffer.address % 8 == 0

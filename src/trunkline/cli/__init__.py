@@ -1,0 +1,172 @@
+"""The ``trunkline`` command line (typer + rich).
+
+Every command works on the project in the current directory, or the one given with
+``--project PATH`` (or ``TRUNKLINE_PROJECT``). Read commands take ``--json`` for scripts.
+Exit codes: 0 success, 1 a failure at run time, 2 bad input (project file, arguments,
+records) — in which case nothing was written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from trunkline import __version__
+from trunkline.cli._catalog import catalog_app
+from trunkline.cli._common import EXIT_BAD_INPUT, State, err, exit_code, out, print_json, project
+from trunkline.cli._groups import group_app
+from trunkline.cli._project import config_app, init, validate
+from trunkline.cli._records import consume, produce
+from trunkline.cli._topics import topic_app
+from trunkline.errors import TrunklineError
+
+
+class _Root(TyperGroup):
+    """Turns trunkline's errors into a one-line message and an exit code, for every command."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TrunklineError as exc:
+            err().print(Text.assemble(("error", "bold red"), f": {exc}"))
+            raise typer.Exit(exit_code(exc)) from None
+
+
+app = typer.Typer(
+    name="trunkline",
+    cls=_Root,
+    help="A log hub as the ETL backbone of a data platform.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+hub_app = typer.Typer(help="Maintenance of the project's hub.", no_args_is_help=True)
+perf_app = typer.Typer(help="Benchmarks; each measures its baseline in the same run.")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    project_path: Annotated[
+        Path,
+        typer.Option(
+            "--project",
+            "-p",
+            envvar="TRUNKLINE_PROJECT",
+            help="Project directory (or its trunkline.yaml).",
+        ),
+    ] = Path(),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    st = State(project_path=project_path)
+    ctx.obj = st
+    ctx.call_on_close(st.close)
+
+
+@app.command("version")
+def version() -> None:
+    """Print trunkline's version."""
+    out().print(__version__)
+
+
+@hub_app.command("maintain")
+def hub_maintain(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Apply retention and compaction to every topic now (the embedded log's cleaner)."""
+    hub = project(ctx).hub
+    maintain = getattr(hub, "maintain", None)
+    if maintain is None:
+        raise TrunklineError(f"the {hub.backend} hub maintains its own logs")
+    report = maintain()
+    data = {
+        "segments_deleted": report.segments_deleted,
+        "segments_compacted": report.segments_compacted,
+        "records_compacted": report.records_compacted,
+    }
+    if as_json:
+        print_json(data)
+        return
+    out().print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in data.items()))
+
+
+@perf_app.command("hub")
+def perf_hub(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    ack: Annotated[str, typer.Option(help="Ack level of the embedded hub: fsync or written.")] = (
+        "fsync"
+    ),
+    directory: Annotated[
+        Path | None, typer.Option(help="Where to put the benchmark's hub (a temp folder).")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="A small run (for smoke tests).")] = False,
+) -> None:
+    """Embedded hub throughput and latency, with the raw-disk ceiling measured alongside."""
+    from trunkline.perf.hub import run_embedded
+
+    if ack not in ("fsync", "written"):
+        raise typer.BadParameter(f"expected fsync or written, found {ack!r}", param_hint="--ack")
+    sizes = (
+        {"mb_1k": 16, "records_100b": 50_000, "latency_seconds": 1.0, "repeats": 1} if quick else {}
+    )
+    figures = run_embedded(directory, ack=ack, **sizes)
+    if as_json:
+        sys.stdout.write(json.dumps(figures) + "\n")
+        return
+    table = Table("figure", "value")
+    for key, value in figures.items():
+        if not isinstance(value, dict | list):
+            table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    out().print(table)
+
+
+@app.command("demo")
+def demo(
+    directory: Annotated[
+        Path | None,
+        typer.Option(help="Build the demo project here instead of a temporary folder."),
+    ] = None,
+    scale: Annotated[
+        float, typer.Option(min=0.001, help="Data volume factor (1 = 610k records).")
+    ] = 1.0,
+) -> None:
+    """Run the main job on the embedded default: produce sample data, consume it, report."""
+    from trunkline.cli._demo import render_demo
+
+    render_demo(directory, scale)
+
+
+app.command("init")(init)
+app.command("validate")(validate)
+app.command("produce")(produce)
+app.command("consume")(consume)
+app.add_typer(config_app, name="config")
+app.add_typer(topic_app, name="topic")
+app.add_typer(group_app, name="group")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(hub_app, name="hub")
+app.add_typer(perf_app, name="perf")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    try:
+        app(args=argv, prog_name="trunkline")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_BAD_INPUT)
+    return 0
