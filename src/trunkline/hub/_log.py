@@ -94,18 +94,32 @@ class Watermark:
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
-    """What recovery found and did at the tail of a partition."""
+    """What recovery found and did at the tail of a partition.
+
+    ``removed_bytes`` were cut off a torn tail; ``missing_bytes`` were acknowledged (below the
+    high watermark) but are no longer in the file — something outside trunkline shortened it.
+    """
 
     path: str
     position: int
     removed_bytes: int
     next_offset: int
+    missing_bytes: int = 0
+    missing_from_offset: int | None = None
 
     def __str__(self) -> str:
-        return (
-            f"recovered {self.path}: torn tail of {self.removed_bytes} bytes at byte "
-            f"{self.position} truncated; the partition continues at offset {self.next_offset}"
-        )
+        parts = [f"recovered {self.path}:"]
+        if self.missing_bytes:
+            parts.append(
+                f"the file is {self.missing_bytes} bytes shorter than its acknowledged data "
+                f"(records from offset {self.missing_from_offset} on are lost);"
+            )
+        if self.removed_bytes:
+            parts.append(
+                f"torn tail of {self.removed_bytes} bytes at byte {self.position} truncated;"
+            )
+        parts.append(f"the partition continues at offset {self.next_offset}")
+        return " ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +338,16 @@ class PartitionLog:
                 )
             os.ftruncate(fd, result.end)
             os.fsync(fd)
-            report = RecoveryReport(str(path), result.end, size - result.end, result.next_offset)
+        shortened = hw is not None and hw.segment_base == base and hw.position > size
+        if result.bad_position is not None or shortened:
+            report = RecoveryReport(
+                str(path),
+                result.end,
+                size - result.end,
+                result.next_offset,
+                missing_bytes=hw.position - result.end if shortened and hw else 0,
+                missing_from_offset=result.next_offset if shortened else None,
+            )
             self.reports.append(report)
             log.warning("%s", report)
         index = build_index(fd, path, result.end, base)

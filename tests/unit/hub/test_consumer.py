@@ -83,8 +83,9 @@ def test_positions_and_seek(hub: EmbeddedHub) -> None:
 
 def test_auto_offset_reset_error(hub: EmbeddedHub) -> None:
     hub.create_topic("t")
-    with hub.consumer("g", ["t"], auto_offset_reset="error") as consumer, pytest.raises(
-        NotAssigned, match="no committed offset"
+    with (
+        hub.consumer("g", ["t"], auto_offset_reset="error") as consumer,
+        pytest.raises(NotAssigned, match="no committed offset"),
     ):
         _assigned(consumer)
 

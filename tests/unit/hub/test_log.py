@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,9 +225,27 @@ def test_truncated_active_segment_recovers_to_last_whole_batch(tmp_path: Path) -
     batch = log.stat().st_size // 10
     os.truncate(log, batch * 6 + HEADER_SIZE + 3)
     with EmbeddedHub(tmp_path / "hub") as hub:
-        assert hub.recovery_reports
+        (report,) = hub.recovery_reports
+        assert report.missing_bytes == batch * 4
+        assert report.missing_from_offset == 6
+        assert "lost" in str(report)
         assert hub.end_offsets("t") == {0: 6}
         assert [o for o, _, _ in values(hub, "t")] == list(range(6))
+
+
+def test_truncation_at_a_batch_boundary_is_reported(tmp_path: Path) -> None:
+    with EmbeddedHub(tmp_path / "hub") as hub:
+        hub.create_topic("t")
+        for i in range(10):
+            hub.produce("t", [Record(f"value-{i}".encode() * 10)])
+    log = tmp_path / "hub" / "topics" / "t" / "0" / f"{0:020d}.log"
+    batch = log.stat().st_size // 10
+    os.truncate(log, batch * 8)
+    with EmbeddedHub(tmp_path / "hub") as hub:
+        (report,) = hub.recovery_reports
+        assert report.removed_bytes == 0
+        assert report.missing_bytes == batch * 2
+        assert hub.end_offsets("t") == {0: 8}
 
 
 def test_corruption_inside_the_active_segment_is_an_error(tmp_path: Path) -> None:
@@ -352,3 +371,33 @@ def test_fetched_columns_are_aligned(hub: EmbeddedHub) -> None:
             for buffer in chunk.buffers():
                 if buffer is not None:
                     assert buffer.address % 8 == 0
+
+
+def test_random_truncations_and_garbage_recover_to_a_prefix(tmp_path: Path) -> None:
+    """Cut the active segment anywhere, or append any garbage: open keeps a whole prefix."""
+    source = tmp_path / "source"
+    with EmbeddedHub(source) as hub:
+        hub.create_topic("t")
+        for i in range(40):
+            hub.produce("t", [Record(f"v{i}-{j}".encode() * (i % 5 + 1)) for j in range(i % 3 + 1)])
+        expected = values(hub, "t")
+    segment = Path("topics/t/0") / f"{0:020d}.log"
+    size = (source / segment).stat().st_size
+    rng = random.Random(2026)
+    for round_no in range(40):
+        copy = tmp_path / f"round-{round_no}"
+        shutil.copytree(source, copy)
+        log = copy / segment
+        if round_no % 2:
+            os.truncate(log, rng.randrange(size))
+        else:
+            with log.open("ab") as f:
+                f.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))))
+        with EmbeddedHub(copy) as hub:
+            got = values(hub, "t")
+            assert got == expected[: len(got)], f"round {round_no}: not a prefix"
+            if round_no % 2 == 0:
+                assert got == expected, "appended garbage must not cost a record"
+            assert hub.recovery_reports, "recovery must report what it truncated"
+            hub.produce("t", [Record(b"next")])
+            assert values(hub, "t")[-1][2] == b"next"
