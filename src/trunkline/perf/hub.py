@@ -9,7 +9,8 @@ Workloads (ack level as configured, ``fsync`` by default):
   process polls; latency is consume time minus the record's produce timestamp;
 * baseline: the same value bytes appended to a plain file with one fdatasync per batch of
   1,000 values (``raw_ceiling_mb_s``), the upper bound for any durable log on this disk.
-  Baseline and 1 KiB produce alternate ``repeats`` times and their medians are reported.
+  After one unmeasured warm-up run, baseline and 1 KiB produce alternate ``repeats`` times
+  and their medians are reported.
 
 MB is 10^6 bytes of record values (keys and framing not counted).
 """
@@ -160,8 +161,11 @@ def run(
     raws: list[float] = []
     runs_1k: list[tuple[float, float]] = []
     with opener() as hub:
-        # A virtual disk's fsync speed drifts by 2-4x between runs, so the baseline and the
-        # hub alternate, each on a fresh file, and the medians are compared.
+        # A virtual disk's fsync speed drifts by 2-4x between runs, and the first writes to
+        # never-used blocks are the slowest: one unmeasured baseline run warms the disk up,
+        # then the baseline and the hub alternate, each on a fresh file, and the medians are
+        # compared.
+        raw_ceiling(workdir, values_1k)
         for rep in range(repeats):
             raws.append(raw_ceiling(workdir, values_1k))
             topic = f"perf-1k-{tag}-{rep}"
