@@ -8,52 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from sqlalchemy.engine import make_url
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-POSTGRES_SCRIPT = REPO_ROOT / "scripts" / "services" / "postgres"
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def require_service(name: str, reason: str) -> NoReturn:
-    """Give up on a test whose service is missing: a failure in CI, a skip elsewhere.
-
-    Locally a missing PostgreSQL should not block someone working on the planner; in CI the
-    same gap would silently hide every test that needs it.
-    """
-    message = f"{name} is not available: {reason}"
-    if in_ci():
-        pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
-    pytest.skip(message)
-
-
-def run_service_script(
-    script: Path, command: str, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    """Run ``scripts/services/<name> <command>``; its last stdout line is the address."""
-    return subprocess.run(
-        [sys.executable, str(script), command],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1].strip() if lines else ""
+from service_support import POSTGRES_SCRIPT, last_line, require_service, run_service_script
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +31,7 @@ def postgres_service() -> Iterator[str]:
         return
     status = run_service_script(POSTGRES_SCRIPT, "status")
     if status.returncode == 0:
-        yield _last_line(status.stdout)
+        yield last_line(status.stdout)
         return
     try:
         started = run_service_script(POSTGRES_SCRIPT, "start")
@@ -82,7 +43,7 @@ def postgres_service() -> Iterator[str]:
             f"{POSTGRES_SCRIPT} start failed (exit {started.returncode}):\n{started.stderr}",
         )
     try:
-        yield _last_line(started.stdout)
+        yield last_line(started.stdout)
     finally:
         run_service_script(POSTGRES_SCRIPT, "stop")
 

@@ -15,10 +15,35 @@ TrunklineError                  root; `retryable` tells retry policies whether t
 │   ├── StorageFull             the disk is full (ENOSPC); retryable once space is back
 │   ├── NotAssigned             a consumer touched a partition it does not own (rebalanced)
 │   └── Unsupported             the backend cannot do this; says which backend and why
-└── MetaError                   the metadata store failed
-    ├── NotFound                a catalog entry (system, dataset) does not exist
-    ├── AmbiguousName           a short dataset name matches several datasets; lists them
-    └── MetaUnavailable         the store cannot be reached or stayed locked; retryable
+├── MetaError                   the metadata store failed
+│   ├── NotFound                a catalog entry (system, dataset) does not exist
+│   ├── AmbiguousName           a short dataset name matches several datasets; lists them
+│   └── MetaUnavailable         the store cannot be reached or stayed locked; retryable
+├── ConnectorError              a source or sink failed; `retryable` may be set per error
+│   ├── Backpressure            the target cannot take more now; retry after `retry_after`
+│   ├── TargetUnavailable       the target cannot be reached (network, lock, disk); retryable
+│   └── IncompatibleChange      the data no longer fits the target (a column changed type);
+│                               stops the connector until someone changes the target
+└── SchemaError                 the schema registry refused a request (each maps to the HTTP
+    │                           status and error code of Confluent's API: ``http_status``,
+    │                           ``error_code``)
+    ├── InvalidSchema           not a valid Avro / JSON Schema, or a reference that does not
+    │                           resolve (42201)
+    ├── IncompatibleSchema      breaks the subject's compatibility level; ``messages`` name
+    │                           the path and rule of each incompatibility (409)
+    ├── InvalidSubject          an empty or over-long subject name (42208)
+    ├── InvalidVersion          not a version number, ``latest`` or -1 (42202)
+    ├── InvalidCompatibility    an unknown compatibility level or JSON policy (42203)
+    ├── InvalidMode             a registry mode other than READWRITE (42204)
+    ├── ReferenceExists         the version is referenced by another schema (42206)
+    ├── SubjectNotFound         no (live) version under that subject (40401)
+    ├── VersionNotFound         the subject has no such version (40402)
+    ├── SchemaNotFound          no schema with that id, or not under that subject (40403)
+    ├── SubjectSoftDeleted      deleting again what is soft-deleted without permanent (40404)
+    ├── SubjectNotSoftDeleted   a permanent delete of a subject not soft-deleted first (40405)
+    ├── VersionSoftDeleted      the same for one version (40406)
+    ├── VersionNotSoftDeleted   the same for one version (40407)
+    └── ConfigNotFound          the subject has no compatibility level of its own (40408)
 ```
 
 Driver errors (sqlite3, SQLAlchemy, psycopg, confluent-kafka) are translated into this tree
@@ -30,10 +55,20 @@ from __future__ import annotations
 
 __all__ = [
     "AmbiguousName",
+    "Backpressure",
     "ConfigError",
+    "ConfigNotFound",
+    "ConnectorError",
     "CorruptSegment",
     "HubError",
+    "IncompatibleChange",
+    "IncompatibleSchema",
+    "InvalidCompatibility",
+    "InvalidMode",
     "InvalidRecord",
+    "InvalidSchema",
+    "InvalidSubject",
+    "InvalidVersion",
     "MetaError",
     "MetaUnavailable",
     "MissingDependency",
@@ -41,11 +76,21 @@ __all__ = [
     "NotFound",
     "OffsetOutOfRange",
     "PartitionNotFound",
+    "ReferenceExists",
+    "SchemaError",
+    "SchemaNotFound",
     "StorageFull",
+    "SubjectNotFound",
+    "SubjectNotSoftDeleted",
+    "SubjectSoftDeleted",
+    "TargetUnavailable",
     "TopicExists",
     "TopicNotFound",
     "TrunklineError",
     "Unsupported",
+    "VersionNotFound",
+    "VersionNotSoftDeleted",
+    "VersionSoftDeleted",
 ]
 
 
@@ -156,3 +201,176 @@ class MetaUnavailable(MetaError):
     """The metadata database cannot be reached, or stayed locked past the busy timeout."""
 
     retryable = True
+
+
+class SchemaError(TrunklineError):
+    """The schema registry refused a request.
+
+    ``http_status`` and ``error_code`` are what Confluent's Schema Registry answers for the
+    same condition, so the HTTP API can map every subclass without a table of its own.
+    """
+
+    http_status: int = 500
+    error_code: int = 50001
+
+
+class InvalidSchema(SchemaError):
+    """The schema text is not valid for its type, or one of its references does not resolve."""
+
+    http_status = 422
+    error_code = 42201
+
+
+class IncompatibleSchema(SchemaError):
+    """A schema breaks the subject's compatibility level.
+
+    ``messages`` holds one line per incompatibility, each naming the path, the rule broken
+    and the version compared with, e.g.
+    ``"READER_FIELD_MISSING_DEFAULT_VALUE at /fields/2: ... (version 3)"``.
+    """
+
+    http_status = 409
+    error_code = 409
+
+    def __init__(self, message: str, *, messages: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.messages = messages
+
+
+class InvalidSubject(SchemaError):
+    """A subject name is empty, too long or holds control characters."""
+
+    http_status = 422
+    error_code = 42208
+
+
+class InvalidVersion(SchemaError):
+    """A version is neither a number from 1 to 2**31-1, ``latest`` nor -1."""
+
+    http_status = 422
+    error_code = 42202
+
+
+class InvalidCompatibility(SchemaError):
+    """An unknown compatibility level (or JSON compatibility policy)."""
+
+    http_status = 422
+    error_code = 42203
+
+
+class InvalidMode(SchemaError):
+    """A registry mode this registry does not support (only READWRITE is)."""
+
+    http_status = 422
+    error_code = 42204
+
+
+class ReferenceExists(SchemaError):
+    """The version cannot be deleted: another schema references it."""
+
+    http_status = 422
+    error_code = 42206
+
+
+class SubjectNotFound(SchemaError):
+    """The subject has no version (no live one, unless deleted ones were asked for)."""
+
+    http_status = 404
+    error_code = 40401
+
+
+class VersionNotFound(SchemaError):
+    """The subject exists but has no such version."""
+
+    http_status = 404
+    error_code = 40402
+
+
+class SchemaNotFound(SchemaError):
+    """No schema has that id, or the schema is not registered under the subject."""
+
+    http_status = 404
+    error_code = 40403
+
+
+class SubjectSoftDeleted(SchemaError):
+    """A soft delete of a subject whose versions are all soft-deleted already."""
+
+    http_status = 404
+    error_code = 40404
+
+
+class SubjectNotSoftDeleted(SchemaError):
+    """A permanent delete of a subject that still has live versions."""
+
+    http_status = 404
+    error_code = 40405
+
+
+class VersionSoftDeleted(SchemaError):
+    """A soft delete of a version that is soft-deleted already."""
+
+    http_status = 404
+    error_code = 40406
+
+
+class VersionNotSoftDeleted(SchemaError):
+    """A permanent delete of a version that was not soft-deleted first."""
+
+    http_status = 404
+    error_code = 40407
+
+
+class ConfigNotFound(SchemaError):
+    """The subject has no compatibility level of its own (it follows the global one)."""
+
+    http_status = 404
+    error_code = 40408
+
+
+class ConnectorError(TrunklineError):
+    """A source or a sink failed.
+
+    Connectors translate their driver's errors into this branch once, at the boundary, with
+    ``raise ... from exc``. ``retryable`` may be set per error: the runtime retries retryable
+    errors with backoff and stops the connector on the others (``trunkline status`` shows why).
+    """
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class Backpressure(ConnectorError):
+    """The target cannot take more data now; the runtime pauses and retries the batch.
+
+    Nothing of the batch that raised it was written. The runtime stops fetching for this
+    sink, releases what it buffered, and tries again after ``retry_after`` seconds from the
+    same offsets, so memory stays bounded however long the target is slow.
+
+    Example:
+        >>> raise Backpressure("warehouse is compacting", retry_after=2.0)
+        Traceback (most recent call last):
+        ...
+        trunkline.errors.Backpressure: warehouse is compacting (retry after 2.0s)
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(f"{message} (retry after {retry_after:g}s)")
+        self.retry_after = max(0.0, float(retry_after))
+
+
+class TargetUnavailable(ConnectorError):
+    """The system a connector reads or writes cannot be reached right now."""
+
+    retryable = True
+
+
+class IncompatibleChange(ConnectorError):
+    """The data changed in a way the target cannot follow, such as a column changing type.
+
+    Not retryable: the connector stops with this message until the target is changed.
+    """

@@ -21,12 +21,15 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trunkline.config import ProjectConfig, load_project
 from trunkline.errors import ConfigError, NotFound, TopicNotFound
 from trunkline.hub import Hub, TopicConfig, TopicDescription
 from trunkline.meta import Dataset, MetaStore
+
+if TYPE_CHECKING:
+    from trunkline.schemas import SchemaRegistry
 
 log = logging.getLogger("trunkline")
 
@@ -90,6 +93,13 @@ class Project:
         if self._meta is None:
             self._meta = MetaStore.open(self.config.meta_url())
         return self._meta
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        """The schema registry, kept in the project's metadata store."""
+        from trunkline.schemas import SchemaRegistry
+
+        return SchemaRegistry(self.meta)
 
     def close(self) -> None:
         if self._hub is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import POSTGRES_SCRIPT, require_service
+from service_support import POSTGRES_SCRIPT, require_service
 
 pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")

@@ -25,6 +25,7 @@ from trunkline.cli._common import EXIT_BAD_INPUT, State, err, exit_code, out, pr
 from trunkline.cli._groups import group_app
 from trunkline.cli._project import config_app, init, validate
 from trunkline.cli._records import consume, produce
+from trunkline.cli._schema import registry_app, schema_app
 from trunkline.cli._topics import topic_app
 from trunkline.errors import TrunklineError
 
@@ -160,6 +161,8 @@ app.add_typer(group_app, name="group")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(hub_app, name="hub")
 app.add_typer(perf_app, name="perf")
+app.add_typer(schema_app, name="schema")
+app.add_typer(registry_app, name="registry")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,3 +138,61 @@ lineage_runs = sa.Table(
     sa.Column("run_id", sa.String(SHORT_TEXT_LENGTH), primary_key=True),
     sa.Column("seen_at", UTCDateTime(), nullable=False),
 )
+
+# Schema registry (trunkline.schemas) -------------------------------------------------------
+
+#: Longest subject name; Confluent sets no limit, topic names stop at 249 characters.
+SUBJECT_LENGTH = 255
+#: The subject under which schema_configs keeps the registry-wide (global) config.
+GLOBAL_CONFIG_SUBJECT = ""
+
+# A schema by content: one row per distinct (type, canonical form, references); its id is the
+# global schema id Confluent clients put in the wire format. Rows are never deleted, so an id
+# never changes meaning.
+registry_schemas = sa.Table(
+    "registry_schemas",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("schema_type", sa.String(16), nullable=False),
+    # The text as first registered (or its canonical form when registered with normalize).
+    sa.Column("schema_text", sa.Text(), nullable=False),
+    sa.Column("canonical", sa.Text(), nullable=False),
+    # sha256 of type, canonical form and references: what makes two registrations one schema.
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("fingerprint"),
+)
+
+registry_references = sa.Table(
+    "registry_references",
+    metadata,
+    sa.Column("schema_id", Id, _fk("registry_schemas.id"), primary_key=True),
+    sa.Column("position", sa.Integer(), primary_key=True),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("subject", sa.String(SUBJECT_LENGTH), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    # referenced_by() and the delete guard look references up by what they point at.
+    sa.Index(None, "subject", "version"),
+)
+
+registry_versions = sa.Table(
+    "registry_versions",
+    metadata,
+    sa.Column("subject", sa.String(SUBJECT_LENGTH), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True),
+    # No cascade: schema rows outlive their versions.
+    sa.Column("schema_id", Id, sa.ForeignKey("registry_schemas.id"), nullable=False),
+    sa.Column("deleted", sa.Boolean(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "schema_id"),
+)
+
+registry_configs = sa.Table(
+    "registry_configs",
+    metadata,
+    # GLOBAL_CONFIG_SUBJECT ("") holds the registry-wide config.
+    sa.Column("subject", sa.String(SUBJECT_LENGTH), primary_key=True),
+    sa.Column("compatibility", sa.String(32), nullable=True),
+    sa.Column("json_policy", sa.String(16), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)

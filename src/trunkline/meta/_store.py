@@ -132,6 +132,22 @@ class MetaStore:
         with self._translated(), self._engine.begin() as conn:
             yield conn
 
+    def transaction(
+        self, *, write: bool = False
+    ) -> contextlib.AbstractContextManager[sa.Connection]:
+        """One transaction on the store's database, for packages that keep tables here.
+
+        The schema registry (``trunkline.schemas``) keeps its tables in this database and
+        runs its own queries through this. It commits when the block ends and rolls back if
+        it raises; driver errors leave it as :class:`~trunkline.errors.MetaError`.
+
+        Args:
+            write: take the write lock when the transaction starts (SQLite's
+                ``BEGIN IMMEDIATE``), so that a read-then-write block cannot fail half-way
+                on another process's lock.
+        """
+        return self._write() if write else self._read()
+
     # Systems -------------------------------------------------------------------------------
 
     def upsert_system(

@@ -16,10 +16,15 @@ from trunkline.meta._migrate import MIGRATIONS, VERSION_TABLE, head_revision
 
 def test_migrations_ship_in_the_package() -> None:
     package = resources.files(trunkline.meta)
-    for name in ("env.py", "script.py.mako", "versions/0001_initial.py"):
+    for name in (
+        "env.py",
+        "script.py.mako",
+        "versions/0001_initial.py",
+        "versions/0002_schema_registry.py",
+    ):
         assert (package / "migrations" / name).is_file(), name
     assert MIGRATIONS.is_relative_to(Path(trunkline.meta.__file__).parent)
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
 
 
 def test_fresh_database_is_at_head(tmp_path: Path) -> None:
