@@ -28,8 +28,8 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-# Services (PostgreSQL, later Kafka) are started by pytest session fixtures through
-# scripts/services/*, and stopped by the pid they started when the session ends.
+# Services (PostgreSQL, Apache Kafka) are started by pytest session fixtures through
+# scripts/services/* (or before, by .ci/run), and stopped by the pid they started.
 test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -40,6 +40,7 @@ bench: $(VENV)/.installed
 	$(BIN)/trunkline perf hub --json
 
 services-stop:
+	-scripts/services/kafka stop
 	-scripts/services/postgres stop
 
 clean: services-stop

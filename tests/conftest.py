@@ -16,6 +16,9 @@ from sqlalchemy.engine import make_url
 
 from service_support import POSTGRES_SCRIPT, last_line, require_service, run_service_script
 
+#: The Kafka broker fixture lives in its own plugin module (tests/kafka_fixtures.py).
+pytest_plugins = ["kafka_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def postgres_service() -> Iterator[str]:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trunkline.config import EmbeddedHub as EmbeddedHubConfig
+from trunkline.config import KafkaHub as KafkaHubConfig
 from trunkline.config import ProjectConfig, load_project
 from trunkline.errors import ConfigError, NotFound, TopicNotFound
 from trunkline.hub import Hub, TopicConfig, TopicDescription
@@ -40,14 +42,31 @@ HUB_SYSTEM = "hub"
 def _open_embedded(config: ProjectConfig) -> Hub:
     from trunkline.hub.embedded import EmbeddedHub
 
-    hub = EmbeddedHub(config.hub_path(), ack=config.hub.ack)
+    settings = config.hub
+    assert isinstance(settings, EmbeddedHubConfig)
+    hub = EmbeddedHub(config.hub_path(), ack=settings.ack)
     for report in hub.recovery_reports:
         log.warning("%s", report)
     return hub
 
 
+def _open_kafka(config: ProjectConfig) -> Hub:
+    from trunkline.hub.kafka import KafkaHub
+
+    settings = config.hub
+    assert isinstance(settings, KafkaHubConfig)
+    return KafkaHub(
+        settings.bootstrap,
+        client_config=settings.client_config,
+        group_protocol=settings.group_protocol,
+    )
+
+
 #: How each ``hub.backend`` of the project file is opened (dispatch by table).
-HUB_OPENERS: dict[str, Callable[[ProjectConfig], Hub]] = {"embedded": _open_embedded}
+HUB_OPENERS: dict[str, Callable[[ProjectConfig], Hub]] = {
+    "embedded": _open_embedded,
+    "kafka": _open_kafka,
+}
 
 
 @dataclass(frozen=True, slots=True)

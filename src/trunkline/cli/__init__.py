@@ -8,21 +8,21 @@ records) — in which case nothing was written.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
 from trunkline import __version__
 from trunkline.cli._catalog import catalog_app
-from trunkline.cli._common import EXIT_BAD_INPUT, State, err, exit_code, out, print_json, project
+from trunkline.cli._common import EXIT_BAD_INPUT, State, err, exit_code, out
 from trunkline.cli._groups import group_app
+from trunkline.cli._hub import hub_app
+from trunkline.cli._perf import perf_app
 from trunkline.cli._project import config_app, init, validate
 from trunkline.cli._records import consume, produce
 from trunkline.cli._schema import registry_app, schema_app
@@ -49,8 +49,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-hub_app = typer.Typer(help="Maintenance of the project's hub.", no_args_is_help=True)
-perf_app = typer.Typer(help="Benchmarks; each measures its baseline in the same run.")
 
 
 @app.callback()
@@ -81,58 +79,6 @@ def _root(
 def version() -> None:
     """Print trunkline's version."""
     out().print(__version__)
-
-
-@hub_app.command("maintain")
-def hub_maintain(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
-) -> None:
-    """Apply retention and compaction to every topic now (the embedded log's cleaner)."""
-    hub = project(ctx).hub
-    maintain = getattr(hub, "maintain", None)
-    if maintain is None:
-        raise TrunklineError(f"the {hub.backend} hub maintains its own logs")
-    report = maintain()
-    data = {
-        "segments_deleted": report.segments_deleted,
-        "segments_compacted": report.segments_compacted,
-        "records_compacted": report.records_compacted,
-    }
-    if as_json:
-        print_json(data)
-        return
-    out().print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in data.items()))
-
-
-@perf_app.command("hub")
-def perf_hub(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    ack: Annotated[str, typer.Option(help="Ack level of the embedded hub: fsync or written.")] = (
-        "fsync"
-    ),
-    directory: Annotated[
-        Path | None, typer.Option(help="Where to put the benchmark's hub (a temp folder).")
-    ] = None,
-    quick: Annotated[bool, typer.Option(help="A small run (for smoke tests).")] = False,
-) -> None:
-    """Embedded hub throughput and latency, with the raw-disk ceiling measured alongside."""
-    from trunkline.perf.hub import run_embedded
-
-    if ack not in ("fsync", "written"):
-        raise typer.BadParameter(f"expected fsync or written, found {ack!r}", param_hint="--ack")
-    sizes = (
-        {"mb_1k": 16, "records_100b": 50_000, "latency_seconds": 1.0, "repeats": 1} if quick else {}
-    )
-    figures = run_embedded(directory, ack=ack, **sizes)
-    if as_json:
-        sys.stdout.write(json.dumps(figures) + "\n")
-        return
-    table = Table("figure", "value")
-    for key, value in figures.items():
-        if not isinstance(value, dict | list):
-            table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    out().print(table)
 
 
 @app.command("demo")

@@ -49,6 +49,7 @@ __all__ = [
     "EmbeddedHub",
     "FlowSpec",
     "HubConfig",
+    "KafkaHub",
     "ProjectConfig",
     "SinkSpec",
     "SourceSpec",
@@ -78,9 +79,40 @@ class EmbeddedHub(ConfigModel):
     )
 
 
+_BOOTSTRAP = re.compile(r"^[A-Za-z0-9._\[\]:-]+:[0-9]{1,5}(,[A-Za-z0-9._\[\]:-]+:[0-9]{1,5})*$")
+
+
+def _check_bootstrap(value: Any) -> Any:
+    if isinstance(value, str) and not _BOOTSTRAP.match(value.strip()):
+        raise invalid("a comma-separated list of host:port, such as '127.0.0.1:9092'")
+    return value.strip() if isinstance(value, str) else value
+
+
+class KafkaHub(ConfigModel):
+    """Apache Kafka: the hub for projects that outgrow one machine."""
+
+    backend: Literal["kafka"] = Field(
+        description="Which hub to use: 'kafka' keeps the log in an Apache Kafka cluster."
+    )
+    bootstrap: Annotated[str, BeforeValidator(_check_bootstrap)] = Field(
+        description="The cluster's bootstrap servers as host:port[,host:port...]."
+    )
+    group_protocol: Literal["consumer", "classic"] = Field(
+        "consumer",
+        description="Consumer group protocol: 'consumer' (KIP-848, Kafka 4's default) or "
+        "'classic'.",
+    )
+    client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka settings (e.g. security.protocol, sasl.mechanism); "
+        "put secrets in ${VAR}. Settings trunkline relies on (acks, idempotence, "
+        "partitioner, group.id, auto-commit) cannot be changed here.",
+    )
+
+
 #: The hub section, chosen by ``backend``. A new backend is a model with its own
 #: ``backend: Literal[...]`` field, added to this union.
-HubConfig = Annotated[EmbeddedHub, Field(discriminator="backend")]
+HubConfig = Annotated[EmbeddedHub | KafkaHub, Field(discriminator="backend")]
 
 
 _META_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://")
@@ -443,6 +475,8 @@ class ProjectConfig(ConfigModel):
 
     def hub_path(self) -> Path:
         """The absolute directory of the embedded hub's log."""
+        if not isinstance(self.hub, EmbeddedHub):
+            raise ConfigError(f"the {self.hub.backend} hub has no local directory")
         return self.root / self.hub.path
 
     def meta_url(self) -> str:

@@ -62,24 +62,39 @@ class Document:
         self.problems.append(Problem(self.path, line, column, message, hint))
 
 
-def read_document(text: str, *, path: Path, env: Mapping[str, str]) -> Document:
-    """Parse ``text`` (the content of ``path``) into a :class:`Document`; never raises."""
+#: What the top of a project file holds, for the hints about an empty or misshapen file.
+_PROJECT_TOP = (
+    "expected a mapping with keys such as 'hub', 'meta' and 'topics'; "
+    "'trunkline init' writes a starter file",
+    "the top level holds keys such as 'hub', 'meta' and 'topics'",
+)
+
+
+def read_document(
+    text: str,
+    *,
+    path: Path,
+    env: Mapping[str, str] | None,
+    what: str = "project file",
+    top: tuple[str, str] = _PROJECT_TOP,
+) -> Document:
+    """Parse ``text`` (the content of ``path``) into a :class:`Document`; never raises.
+
+    ``env=None`` leaves ``${VAR}`` text as written (data contracts hold regexes and SQL, not
+    secrets). ``what`` names the file in messages; ``top`` holds the hints for an empty file
+    and for a top level that is not a mapping.
+    """
     doc = Document(path)
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG):
-            doc.problem(
-                None,
-                "the project file is empty",
-                "expected a mapping with keys such as 'hub', 'meta' and 'topics'; "
-                "'trunkline init' writes a starter file",
-            )
+            doc.problem(None, f"the {what} is empty", top[0])
         elif not isinstance(root, MappingNode):
             doc.problem(
                 _position(root),
                 f"expected a mapping at the top of the file, found {_kind(root)}",
-                "the top level holds keys such as 'hub', 'meta' and 'topics'",
+                top[1],
             )
         else:
             data = _Converter(doc, loader, env).convert(root, ())
@@ -119,7 +134,9 @@ def _kind(node: Node) -> str:
 class _Converter:
     """Turns a node tree into plain data, filling the document's positions and problems."""
 
-    def __init__(self, doc: Document, loader: yaml.SafeLoader, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, doc: Document, loader: yaml.SafeLoader, env: Mapping[str, str] | None
+    ) -> None:
         self._doc = doc
         self._loader = loader
         self._env = env
@@ -148,7 +165,7 @@ class _Converter:
         if value is _INVALID:
             self._doc.reported.add(path)
             return None
-        if not isinstance(value, str) or "$" not in value:
+        if self._env is None or not isinstance(value, str) or "$" not in value:
             return value
         result = substitute(value, self._env)
         for message, hint in result.problems:

@@ -1,5 +1,8 @@
 """``trunkline perf hub``: throughput and latency of a hub, with its baseline in the same run.
 
+:func:`run` takes any hub opener: :func:`run_embedded` and :func:`run_kafka` run it on one
+backend, :func:`run_compare` on both in one run, with ``ratio_*`` = embedded / kafka.
+
 Workloads (ack level as configured, ``fsync`` by default):
 
 * produce 1 KiB values in batches of 1,000 records (Arrow batches, keyless, one partition);
@@ -83,7 +86,11 @@ def consume_throughput(hub: Hub, topic: str, expected: int) -> float:
     """records/s reading ``expected`` records of ``topic`` through a fresh consumer group."""
     group = f"perf-{os.getpid()}-{time.monotonic_ns()}"
     with hub.consumer(group, [topic]) as consumer:
-        consumer.poll(0.0, max_records=1)  # join and take the assignment outside the clock
+        # Join and take the assignment outside the clock (a Kafka group assigns a moment
+        # after the join).
+        consumer.poll(0.0, max_records=1)
+        while not consumer.assignment():
+            consumer.poll(0.1, max_records=1)
         consumer.seek(next(iter(consumer.assignment())), 0)
         seen = 0
         start = time.perf_counter()
@@ -227,3 +234,78 @@ def run_embedded(directory: Path | None = None, ack: str = "fsync", **sizes: Any
         figures = run(EmbeddedOpener(work / "hub", ack), work, **sizes)
     figures["ack"] = ack
     return figures
+
+
+class KafkaOpener:
+    """Picklable factory of Kafka hubs on one cluster (the latency consumer runs elsewhere)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+
+    def __call__(self) -> Hub:
+        from trunkline.hub.kafka import KafkaHub
+
+        return KafkaHub(self.bootstrap)
+
+
+def kafka_durability(bootstrap: str) -> dict[str, Any]:
+    """What an acknowledged produce means on this cluster (for the benchmark's JSON)."""
+    from trunkline.hub.kafka import KafkaHub
+
+    with KafkaHub(bootstrap) as hub:
+        settings = hub.broker_settings()
+    return {
+        "acks": "all",
+        "enable.idempotence": True,
+        "replication_factor": settings.get("default.replication.factor"),
+        "min_insync_replicas": settings.get("min.insync.replicas"),
+        "log.flush.interval.messages": settings.get("log.flush.interval.messages"),
+        "log.flush.interval.ms": settings.get("log.flush.interval.ms"),
+        "meaning": (
+            "acknowledged once in the page cache of every in-sync replica; Kafka does not "
+            "fsync per write (the broker's default flush policy), it relies on replication. "
+            "With one broker: survives a broker process crash, not a power loss"
+        ),
+    }
+
+
+def run_kafka(bootstrap: str, directory: Path | None = None, **sizes: Any) -> dict[str, Any]:
+    """The benchmark on the Kafka cluster at ``bootstrap`` (topics are created and deleted).
+
+    ``directory`` only holds the raw-ceiling file (the local disk's fsync baseline).
+    """
+    with tempfile.TemporaryDirectory(dir=directory, prefix="trunkline-perf-") as tmp:
+        figures = run(KafkaOpener(bootstrap), Path(tmp), **sizes)
+    figures["durability"] = kafka_durability(bootstrap)
+    return figures
+
+
+def run_compare(
+    bootstrap: str, directory: Path | None = None, ack: str = "fsync", **sizes: Any
+) -> dict[str, Any]:
+    """The same workload on the embedded hub and on Kafka, one after the other.
+
+    ``ratio_produce`` compares 1 KiB produce throughput (MB/s), ``ratio_produce_100b`` the
+    100-byte one, ``ratio_consume`` group consume throughput (records/s): embedded / kafka,
+    so above 1.0 the embedded hub is faster.
+    """
+    embedded = run_embedded(directory, ack=ack, **sizes)
+    embedded["durability"] = {
+        "ack": ack,
+        "meaning": {
+            "fsync": "acknowledged after fdatasync of the log: survives a power loss",
+            "written": "acknowledged once written to the OS: survives a process crash",
+        }.get(ack, ack),
+    }
+    kafka = run_kafka(bootstrap, directory, **sizes)
+    return {
+        "embedded": embedded,
+        "kafka": kafka,
+        "ratio_produce": round(embedded["produce_mb_s"] / kafka["produce_mb_s"], 2),
+        "ratio_produce_100b": round(
+            embedded["produce_records_s_100b"] / kafka["produce_records_s_100b"], 2
+        ),
+        "ratio_consume": round(
+            embedded["consume_records_s_100b"] / kafka["consume_records_s_100b"], 2
+        ),
+    }

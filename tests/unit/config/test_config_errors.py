@@ -114,18 +114,32 @@ def test_choice_with_did_you_mean(problems: Problems) -> None:
 def test_unknown_hub_backend_lists_known_backends(problems: Problems) -> None:
     text = """\
     hub:
-      backend: kafka
-      bootstrap: 127.0.0.1:9092
+      backend: pulsar
+      bootstrap: 127.0.0.1:6650
     """
     assert problems(text) == [
-        "expected one of 'embedded' for 'backend', found 'kafka' at trunkline.yaml:2:12"
+        "expected one of 'embedded', 'kafka' for 'backend', found 'pulsar' at trunkline.yaml:2:12"
     ]
 
 
 def test_hub_backend_typo(problems: Problems) -> None:
     assert problems("hub:\n  backend: embeded\n") == [
-        "expected one of 'embedded' for 'backend', found 'embeded' at trunkline.yaml:2:12"
-        " - did you mean 'embedded'?"
+        "expected one of 'embedded', 'kafka' for 'backend', found 'embeded' at "
+        "trunkline.yaml:2:12 - did you mean 'embedded'?"
+    ]
+
+
+def test_kafka_hub_section(problems: Problems) -> None:
+    assert problems('hub: {backend: kafka, bootstrap: "nohost"}\n') == [
+        "expected a comma-separated list of host:port, such as '127.0.0.1:9092' for "
+        "'bootstrap', found 'nohost' at trunkline.yaml:1:34"
+    ]
+    assert problems("hub: {backend: kafka}\n") == [
+        "missing required key 'bootstrap' in 'hub' at trunkline.yaml:1:1"
+    ]
+    assert problems('hub: {backend: kafka, bootstrap: "h:1", path: x}\n') == [
+        "unknown key 'path' at trunkline.yaml:1:41 - valid keys here: backend, bootstrap, "
+        "group_protocol, client_config"
     ]
 
 

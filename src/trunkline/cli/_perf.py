@@ -1,0 +1,81 @@
+"""``trunkline perf ...``: benchmarks that measure their baseline in the same run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from trunkline.cli._common import bad_input, out
+
+perf_app = typer.Typer(help="Benchmarks; each measures its baseline in the same run.")
+
+#: Sizes of a small run, for smoke tests.
+QUICK = {"mb_1k": 16, "records_100b": 50_000, "latency_seconds": 1.0, "repeats": 1}
+
+
+class Backend(StrEnum):
+    EMBEDDED = "embedded"
+    KAFKA = "kafka"
+
+
+def _print(figures: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(figures) + "\n")
+        return
+    table = Table("figure", "value")
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            for inner, shown in value.items():
+                if not isinstance(shown, dict | list):
+                    table.add_row(f"{key}.{inner}", str(shown))
+        elif not isinstance(value, list):
+            table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    out().print(table)
+
+
+@perf_app.command("hub")
+def perf_hub(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    backend: Annotated[Backend, typer.Option(help="Which hub to measure.")] = Backend.EMBEDDED,
+    compare: Annotated[
+        bool, typer.Option(help="Measure both hubs in one run and add embedded/kafka ratios.")
+    ] = False,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(envvar="TRUNKLINE_KAFKA_BOOTSTRAP", help="Kafka's host:port."),
+    ] = None,
+    ack: Annotated[str, typer.Option(help="Ack level of the embedded hub: fsync or written.")] = (
+        "fsync"
+    ),
+    directory: Annotated[
+        Path | None, typer.Option(help="Where to put the benchmark's files (a temp folder).")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="A small run (for smoke tests).")] = False,
+) -> None:
+    """Hub throughput and latency, with the raw-disk ceiling measured alongside."""
+    from trunkline.perf.hub import run_compare, run_embedded, run_kafka
+
+    if ack not in ("fsync", "written"):
+        raise typer.BadParameter(f"expected fsync or written, found {ack!r}", param_hint="--ack")
+    needs_kafka = compare or backend is Backend.KAFKA
+    if needs_kafka and not bootstrap:
+        raise bad_input(
+            "--bootstrap host:port (or TRUNKLINE_KAFKA_BOOTSTRAP) is needed to measure Kafka; "
+            "scripts/services/kafka start prints one"
+        )
+    sizes: dict[str, Any] = dict(QUICK) if quick else {}
+    if compare:
+        assert bootstrap is not None
+        figures = run_compare(bootstrap, directory, ack=ack, **sizes)
+    elif backend is Backend.KAFKA:
+        assert bootstrap is not None
+        figures = run_kafka(bootstrap, directory, **sizes)
+    else:
+        figures = run_embedded(directory, ack=ack, **sizes)
+    _print(figures, as_json)
