@@ -3,13 +3,17 @@
 ```
 TrunklineError                  root; `retryable` tells retry policies whether to try again
 ├── ConfigError                 a project file, CLI argument or connector config is wrong (exit 2)
-│   └── MissingDependency       an optional extra is not installed; names the pip command
+│   ├── MissingDependency       an optional extra is not installed; names the pip command
+│   └── InvalidContract         a data contract file is broken: ``problems`` with file:line:column
 ├── HubError                    the log hub refused or failed an operation
 │   ├── TopicNotFound
 │   ├── TopicExists
 │   ├── PartitionNotFound
 │   ├── InvalidRecord           a record or batch does not fit the topic (e.g. no key on a
-│   │                           compacted topic, value larger than the topic allows)
+│   │   │                       compacted topic, value larger than the topic allows)
+│   │   └── ContractViolation   records break the topic's data contract and its policy is
+│   │                           ``reject``: nothing of the batch was written; ``failures``
+│   │                           name each rule, field, count and first examples
 │   ├── OffsetOutOfRange        a fetch below the log start or beyond the log end
 │   ├── CorruptSegment          a checksum failed inside the log; names the file and offset
 │   ├── StorageFull             the disk is full (ENOSPC); retryable once space is back
@@ -53,17 +57,21 @@ Messages say what was expected, what was found and where.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AmbiguousName",
     "Backpressure",
     "ConfigError",
     "ConfigNotFound",
     "ConnectorError",
+    "ContractViolation",
     "CorruptSegment",
     "HubError",
     "IncompatibleChange",
     "IncompatibleSchema",
     "InvalidCompatibility",
+    "InvalidContract",
     "InvalidMode",
     "InvalidRecord",
     "InvalidSchema",
@@ -126,6 +134,19 @@ class MissingDependency(ConfigError):
         self.extra = extra
 
 
+class InvalidContract(ConfigError):
+    """A data contract file cannot be used: broken YAML, unknown keys or rule types, rules on
+    unknown fields, a regex or SQL expression that does not compile.
+
+    ``problems`` holds each one with its file, line and column (the project file's
+    :class:`~trunkline.config.Problem`); ``str()`` lists them one per line.
+    """
+
+    def __init__(self, message: str, *, problems: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 class HubError(TrunklineError):
     """The hub refused or failed an operation."""
 
@@ -144,6 +165,31 @@ class PartitionNotFound(HubError):
 
 class InvalidRecord(HubError):
     """A record or batch does not fit the topic it was produced to."""
+
+
+class ContractViolation(InvalidRecord):
+    """Records of a produce break the topic's data contract, and the topic rejects them.
+
+    Nothing of the batch was written. ``failures`` holds one entry per rule broken (see
+    :class:`trunkline.contracts.RuleFailure`: rule, field, reason, count, first examples,
+    with values of ``pii`` fields never shown); ``records`` is how many records broke at
+    least one rule, out of ``total``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str,
+        failures: tuple[Any, ...],
+        records: int,
+        total: int,
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.failures = failures
+        self.records = records
+        self.total = total
 
 
 class OffsetOutOfRange(HubError):

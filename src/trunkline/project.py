@@ -28,9 +28,10 @@ from trunkline.config import KafkaHub as KafkaHubConfig
 from trunkline.config import ProjectConfig, load_project
 from trunkline.errors import ConfigError, NotFound, TopicNotFound
 from trunkline.hub import Hub, TopicConfig, TopicDescription
-from trunkline.meta import Dataset, MetaStore
+from trunkline.meta import KEEP, Dataset, MetaStore, SchemaRef
 
 if TYPE_CHECKING:
+    from trunkline.contracts._attach import Attachment, TopicContracts
     from trunkline.schemas import SchemaRegistry
 
 log = logging.getLogger("trunkline")
@@ -85,6 +86,7 @@ class Project:
         self.config = config
         self._hub: Hub | None = None
         self._meta: MetaStore | None = None
+        self._contracts: TopicContracts | None = None
 
     @classmethod
     def open(cls, path: Path | str = ".", *, env: Mapping[str, str] | None = None) -> Project:
@@ -104,8 +106,23 @@ class Project:
                 raise ConfigError(
                     f"hub backend {backend!r} is not available; known: {', '.join(HUB_OPENERS)}"
                 )
-            self._hub = opener(self.config)
+            hub = opener(self.config)
+            if any(spec.contract for spec in self.config.topics.values()):
+                # Every produce (CLI, API, connectors runtime) then checks topic contracts.
+                from trunkline.contracts._hub import ContractedHub
+
+                hub = ContractedHub(hub, self.contracts)
+            self._hub = hub
         return self._hub
+
+    @property
+    def contracts(self) -> TopicContracts:
+        """The data contracts of the project's topics (loaded when first used)."""
+        if self._contracts is None:
+            from trunkline.contracts._attach import TopicContracts
+
+            self._contracts = TopicContracts(self.config, lambda: self.registry)
+        return self._contracts
 
     @property
     def meta(self) -> MetaStore:
@@ -142,10 +159,42 @@ class Project:
         return spec.to_topic_config() if spec is not None else TopicConfig()
 
     def create_topic(self, name: str, config: TopicConfig | None = None) -> TopicDescription:
-        """Create a topic (declared settings by default) and register it in the catalog."""
+        """Create a topic (declared settings by default) and register it in the catalog.
+
+        A topic with a contract is created only if the contract is valid and its schema is
+        accepted under ``<topic>-value``; the schema is registered with it.
+        """
+        attachment = self.contracts.prepare(name)
         described = self.hub.create_topic(name, config or self.topic_config(name))
-        self._register(described)
+        self._attach(described, attachment, created=True)
         return described
+
+    def _attach(
+        self, described: TopicDescription, attachment: Attachment | None, *, created: bool
+    ) -> None:
+        """Register the contract's schema and the topic's catalog entry; undo a creation if
+        the schema cannot be registered, so that nothing is half-registered."""
+        if attachment is None:
+            self._register(described)
+            return
+        try:
+            registered = attachment.register(self.registry)
+        except BaseException:
+            if created:
+                with contextlib.suppress(TopicNotFound):
+                    self.hub.delete_topic(described.name)
+            raise
+        self._register(described)
+        spec = self.config.topics.get(described.name)
+        contract = attachment.loaded.contract
+        owner = (spec.owner if spec is not None else None) or contract.owner
+        self.meta.upsert_dataset(
+            HUB_SYSTEM,
+            described.name,
+            "topic",
+            schema_ref=SchemaRef(registered.subject, registered.version),
+            owner=owner if owner else KEEP,
+        )
 
     def alter_topic(self, name: str, changes: Mapping[str, Any]) -> TopicDescription:
         described = self.hub.alter_topic(name, changes)
@@ -160,19 +209,20 @@ class Project:
     def apply_topics(self) -> list[TopicChange]:
         """Create the declared topics that are missing; bring the others to their settings."""
         changes = []
+        # Every contract is checked before anything changes: a broken one stops the apply.
+        attachments = {name: self.contracts.prepare(name) for name in sorted(self.config.topics)}
         existing = set(self.hub.list_topics())
         for name, spec in sorted(self.config.topics.items()):
             wanted = spec.to_topic_config()
             if name not in existing:
-                self.create_topic(name, wanted)
+                described = self.hub.create_topic(name, wanted)
+                self._attach(described, attachments[name], created=True)
                 changes.append(TopicChange(name, "created", wanted.to_dict()))
                 continue
             current = self.hub.describe_topic(name).config.to_dict()
             diff = {k: v for k, v in wanted.to_dict().items() if current.get(k) != v}
-            if diff:
-                self.alter_topic(name, diff)
-            else:
-                self._register(self.hub.describe_topic(name))
+            described = self.hub.alter_topic(name, diff) if diff else self.hub.describe_topic(name)
+            self._attach(described, attachments[name], created=False)
             changes.append(TopicChange(name, "altered" if diff else "unchanged", diff))
         return changes
 

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from trunkline import __version__
 from trunkline.cli._catalog import catalog_app
 from trunkline.cli._common import EXIT_BAD_INPUT, State, err, exit_code, out
+from trunkline.cli._contract import contract_app, perf_contracts
 from trunkline.cli._groups import group_app
 from trunkline.cli._hub import hub_app
 from trunkline.cli._perf import perf_app
@@ -106,9 +107,11 @@ app.add_typer(topic_app, name="topic")
 app.add_typer(group_app, name="group")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(hub_app, name="hub")
+perf_app.command("contracts")(perf_contracts)
 app.add_typer(perf_app, name="perf")
 app.add_typer(schema_app, name="schema")
 app.add_typer(registry_app, name="registry")
+app.add_typer(contract_app, name="contract")
 
 
 def main(argv: list[str] | None = None) -> int:

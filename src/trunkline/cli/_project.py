@@ -10,6 +10,7 @@ from rich.table import Table
 
 from trunkline.cli._common import EXIT_BAD_INPUT, err, out, print_json, state
 from trunkline.config import ProjectConfig, ProjectFileError, explain, load_project, write_starter
+from trunkline.contracts._lint import project_problems
 
 config_app = typer.Typer(help="The project file's keys.", no_args_is_help=True)
 
@@ -38,6 +39,10 @@ def validate(
     target = file if file is not None else state(ctx).project_path
     try:
         config = load_project(target)
+        # The topics' contracts: broken files, retention that disagrees with the topic's.
+        contract_problems = project_problems(config)
+        if contract_problems:
+            raise ProjectFileError(contract_problems)
     except ProjectFileError as exc:
         if as_json:
             print_json(

@@ -101,6 +101,7 @@ def produce(
     hub.describe_topic(topic)  # an unknown topic fails before any work
     values = [line for _, line in lines]
     counts: dict[int, int] = {}
+    dead: dict[str, int] = {}  # dead-letter topic -> records (a contract's dead_letter policy)
     started = time.perf_counter()
     with _progress(len(values)) as progress:
         task = progress.add_task(f"producing to {topic}", total=len(values))
@@ -112,15 +113,31 @@ def produce(
                 columns["key"] = pa.array(keys[first : first + CHUNK], pa.binary())
             result = hub.produce(topic, pa.table(columns), partition=partition)
             for p in result.partitions.to_pylist():
-                counts[p] = counts.get(p, 0) + 1
+                if p >= 0:  # -1: dead-lettered by the topic's contract
+                    counts[p] = counts.get(p, 0) + 1
+            letters = getattr(result, "dead_lettered", 0)
+            if letters:
+                target = str(getattr(result, "dead_letter_topic", f"{topic}.dlq"))
+                dead[target] = dead.get(target, 0) + letters
             progress.advance(task, len(result))
     elapsed = time.perf_counter() - started
-    summary = {"topic": topic, "records": len(values), "partitions": counts, "seconds": elapsed}
+    written = sum(counts.values())
+    summary = {
+        "topic": topic,
+        "records": written,
+        "partitions": counts,
+        "dead_lettered": dead,
+        "seconds": elapsed,
+    }
     if as_json:
         print_json(summary)
     else:
         spread = ", ".join(f"{p}: {n:,}" for p, n in sorted(counts.items())) or "-"
-        err().print(f"produced {len(values):,} record(s) to {topic} (partitions {spread})")
+        err().print(f"produced {written:,} record(s) to {topic} (partitions {spread})")
+        for target, letters in dead.items():
+            err().print(
+                f"[yellow]{letters:,} record(s) broke the contract[/yellow] and went to {target}"
+            )
 
 
 def _progress(total: int) -> Progress:

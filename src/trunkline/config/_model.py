@@ -237,6 +237,12 @@ class TopicSpec(ConfigModel):
         None,
         description="Path of the topic's data contract (YAML), relative to the project directory.",
     )
+    on_violation: Literal["reject", "dead_letter"] | None = Field(
+        None,
+        description="What a produce does with records that break the contract: 'reject' the "
+        "whole batch, or 'dead_letter' them to '<topic>.dlq' and write the others. Default: "
+        "the contract's 'onViolation' custom property, else reject.",
+    )
 
     def to_topic_config(self) -> TopicConfig:
         """The hub's settings for this topic (milliseconds, bytes; None for no limit).

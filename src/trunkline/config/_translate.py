@@ -264,7 +264,9 @@ def _valid_keys(root: type[BaseModel], loc: tuple[Any, ...], data: Any) -> list[
             if part not in model.model_fields and discriminator is not None:
                 discriminator = None  # a union member's tag: the model stays the same
                 continue
-            field = model.model_fields.get(part)
+            field = model.model_fields.get(part) or next(
+                (f for f in model.model_fields.values() if f.alias == part), None
+            )
             if field is None:
                 return []
             annotation = field.annotation
