@@ -26,6 +26,7 @@ from trunkline.cli._hub import hub_app
 from trunkline.cli._perf import perf_app
 from trunkline.cli._project import config_app, init, validate
 from trunkline.cli._records import consume, produce
+from trunkline.cli._runtime import dlq_app, perf_sink, run, status
 from trunkline.cli._schema import registry_app, schema_app
 from trunkline.cli._topics import topic_app
 from trunkline.errors import TrunklineError
@@ -102,13 +103,17 @@ app.command("init")(init)
 app.command("validate")(validate)
 app.command("produce")(produce)
 app.command("consume")(consume)
+app.command("run")(run)
+app.command("status")(status)
 app.add_typer(config_app, name="config")
 app.add_typer(topic_app, name="topic")
 app.add_typer(group_app, name="group")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(hub_app, name="hub")
+perf_app.command("sink")(perf_sink)
 perf_app.command("contracts")(perf_contracts)
 app.add_typer(perf_app, name="perf")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(schema_app, name="schema")
 app.add_typer(registry_app, name="registry")
 app.add_typer(contract_app, name="contract")

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from trunkline.cli._common import err, out
 from trunkline.config import format_size
-from trunkline.demo import run_demo
+from trunkline.demo import DemoResult, run_demo
 
 
 def render_demo(directory: Path | None, scale: float) -> None:
@@ -68,6 +68,46 @@ def render_demo(directory: Path | None, scale: float) -> None:
     for country, orders, amount in result.revenue_by_country:
         revenue.add_row(country, f"{orders:,}", f"{amount:,.2f}")
     console.print(revenue)
+    if result.pipeline is not None:
+        _render_pipeline(result)
     console.print(
         f"project left in {result.project_dir}; try: trunkline -p {result.project_dir} topic list"
     )
+
+
+def _render_pipeline(result: DemoResult) -> None:
+    console = out()
+    pipeline = result.pipeline
+    assert pipeline is not None
+    console.print(
+        Panel.fit(
+            f"{pipeline.files} CSV exports in incoming/\n"
+            "  -> source payment_exports (files) -> topic payments\n"
+            "  -> sink warehouse (DuckDB, upsert by payment_id)\n"
+            "  -> sink lake (Parquet files by day)\n"
+            f"{pipeline.rows_written:,} records in {pipeline.seconds:.1f}s, from start to a "
+            "clean stop",
+            title="trunkline run",
+        )
+    )
+    by_method = Table(
+        title="warehouse.duckdb: SELECT method, count(*), sum(amount) FROM payments GROUP BY 1",
+        title_justify="left",
+    )
+    for column in ("method", "payments", "amount EUR"):
+        by_method.add_column(column, justify="right" if column != "method" else "left")
+    for method, count, amount in pipeline.by_method:
+        by_method.add_row(method, f"{count:,}", f"{amount:,.2f}")
+    console.print(by_method)
+    console.print(
+        f"{pipeline.table_rows:,} rows in DuckDB (a retried export repeated some payments: "
+        f"the upsert kept one row each); {pipeline.parquet_files} Parquet files in lake/"
+    )
+    dead = Table(title="dead letters (payment_exports.dlq)", title_justify="left")
+    dead.add_column("from")
+    dead.add_column("error")
+    for origin, error in pipeline.dead_letters:
+        dead.add_row(origin, error)
+    console.print(dead)
+    for line in pipeline.lineage:
+        console.print(f"lineage: {line}")

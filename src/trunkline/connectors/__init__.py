@@ -5,10 +5,10 @@ A project file names a connector by its ``type:``, which is its name in :data:`S
 attribute ``Config`` (a :class:`trunkline.config.ConfigModel`); the rest of the project-file
 entry is validated by that model.
 
-The registries are empty for now: the connectors issue registers the built-ins here as lazy
-``"module:Class"`` strings (sources ``postgres_cdc``, ``files``, ``http``; sinks ``duckdb``,
-``postgres``, ``iceberg``, ``parquet``). Third-party packages add theirs through the
-``trunkline.sources`` and ``trunkline.sinks`` entry-point groups.
+Built-ins are registered below as lazy ``"module:Class"`` strings, so listing names imports
+no connector. Third-party packages add theirs through the ``trunkline.sources`` and
+``trunkline.sinks`` entry-point groups. The interfaces are in :mod:`trunkline.connectors.base`;
+every connector passes :mod:`trunkline.testing.connectors`.
 """
 
 from __future__ import annotations
@@ -23,3 +23,7 @@ __all__ = ["SINKS", "SOURCES"]
 SOURCES: Registry[type[Any]] = Registry("source", entry_point_group="trunkline.sources")
 #: Sink connectors (they read from the hub), by project-file ``type:``.
 SINKS: Registry[type[Any]] = Registry("sink", entry_point_group="trunkline.sinks")
+
+SOURCES.register("files", "trunkline.connectors.sources.files:FilesSource")
+SINKS.register("duckdb", "trunkline.connectors.sinks.duckdb:DuckDBSink")
+SINKS.register("parquet", "trunkline.connectors.sinks.parquet:ParquetSink")

@@ -6,7 +6,9 @@ It writes a starter project into a temporary folder, declares three topics (a co
 consumer group, and prints what happened: topics, partitions, offsets, throughput, the
 catalog, and a small report computed by DuckDB from the consumed records.
 
-Later issues grow this job with connectors, sinks and flows.
+Then it runs a pipeline (:mod:`trunkline.demo._pipeline`): CSV payment exports read by the
+``files`` source into the hub, and from there upserted into DuckDB and written as Parquet
+files partitioned by day, with the damaged lines in the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trunkline.demo._data import generate
+from trunkline.demo._pipeline import PIPELINE, PipelineResult, run_pipeline
 from trunkline.project import Project
 
 __all__ = ["DemoResult", "run_demo"]
@@ -74,6 +77,7 @@ class DemoResult:
     catalog: list[tuple[str, str, str, int | None]] = field(default_factory=list)
     revenue_by_country: list[tuple[str, int, float]] = field(default_factory=list)
     group_lag: int = 0
+    pipeline: PipelineResult | None = None
 
 
 def run_demo(
@@ -85,7 +89,7 @@ def run_demo(
     """Run the demo in ``directory`` (a new temporary folder by default)."""
     root = Path(tempfile.mkdtemp(prefix="trunkline-demo-")) if directory is None else directory
     root.mkdir(parents=True, exist_ok=True)
-    (root / "trunkline.yaml").write_text(PROJECT_FILE)
+    (root / "trunkline.yaml").write_text(PROJECT_FILE + PIPELINE)
     result = DemoResult(root)
     say(f"project: {root}")
     data = generate(
@@ -116,6 +120,12 @@ def run_demo(
             for d in project.meta.list_datasets()
         ]
         result.group_lag = project.hub.describe_group("demo-report").lag
+        say("running the pipeline: CSV files -> hub -> DuckDB + Parquet")
+        result.pipeline = run_pipeline(project, rows=max(100, int(100_000 * scale)))
+        result.catalog = [
+            (d.qualified_name, d.owner or "-", d.description or "", d.rows)
+            for d in project.meta.list_datasets()
+        ]
     return result
 
 

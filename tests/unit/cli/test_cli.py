@@ -264,6 +264,12 @@ def test_demo_runs(tmp_path: Path, run: Run) -> None:
     with Project.open(tmp_path / "demo") as project:
         assert project.hub.describe_group("demo-report").lag == 0
         assert sum(project.hub.end_offsets("orders").values()) == 2000
+        # The pipeline: files -> hub -> DuckDB + Parquet, damaged lines dead-lettered.
+        assert sum(project.hub.end_offsets("payments").values()) == 1020
+        assert sum(project.hub.end_offsets("payment_exports.dlq").values()) == 4
+    assert "warehouse.duckdb: SELECT method" in out
+    assert "payments-01.csv:" in out
+    assert (tmp_path / "demo" / "warehouse.duckdb").exists()
 
 
 def test_perf_hub_quick(tmp_path: Path, run: Run) -> None:

@@ -1,0 +1,1 @@
+"""Built-in sinks: ``duckdb`` and ``parquet`` (and, later, ``postgres`` and ``iceberg``)."""

@@ -1,0 +1,255 @@
+"""From fetched records to changes a table sink applies: upserts, deletes and truncates.
+
+Values are JSON objects (decoded a batch at a time by :func:`~trunkline.connectors._json.
+decode_json`). Two shapes are understood:
+
+* plain rows: each value is a row; a tombstone (null value) deletes the row whose key is
+  the record key (one key column's text, or a JSON object of the key columns);
+* Debezium change events (``before``, ``after``, ``op``, ``source``; also wrapped in
+  ``{"schema": ..., "payload": ...}``): ``c``, ``r`` and ``u`` upsert ``after``; ``d``
+  deletes by the key in ``before`` (or the record key); ``t`` empties the table.
+
+The result keeps the order of the records (``seq``) so that the sink can apply the last
+change per key. A Debezium placeholder for an unchanged TOASTed value
+(:data:`UNAVAILABLE`) is left in place: the sink must keep the value it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from trunkline.connectors._json import concat_tables, decode_json
+from trunkline.hub import FetchedBatch
+
+__all__ = ["UNAVAILABLE", "Changes", "ValueFormat", "read_changes"]
+
+#: What Debezium writes for a TOASTed value that did not change (PostgreSQL).
+UNAVAILABLE = "__debezium_unavailable_value"
+
+ValueFormat = Literal["auto", "json", "debezium"]
+
+#: Column names the sinks add to the rows they stage; data columns must not use them.
+SEQ = "__trunkline_seq"
+OP = "__trunkline_op"
+
+
+@dataclass
+class Changes:
+    """The changes in a fetched batch, in record order.
+
+    ``rows`` has the data columns plus :data:`SEQ` (the record's position in the batch) and
+    :data:`OP`: ``u`` (insert or replace), ``d`` (delete: only key columns are meaningful)
+    or ``t`` (truncate: no columns). ``bad`` lists record positions that could not be read,
+    with why. ``envelope`` says whether the values were Debezium events.
+    """
+
+    rows: pa.Table
+    bad: list[tuple[int, str]] = field(default_factory=list)
+    envelope: bool = False
+    tombstones: int = 0
+
+
+def read_changes(
+    batch: FetchedBatch, value_format: ValueFormat = "auto", key: tuple[str, ...] = ()
+) -> Changes:
+    """The changes of ``batch``; see the module docstring for what values may be.
+
+    ``key`` names the key columns; a record key that is not a JSON object is the value of
+    the one key column. Without ``key``, tombstones are counted and skipped.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> from trunkline.hub import FETCH_SCHEMA
+        >>> records = pa.table({
+        ...     "offset": [0, 1], "timestamp": pa.array([0, 0], FETCH_SCHEMA.field(1).type),
+        ...     "key": [b"1", b"1"], "value": [b'{"id": 1, "a": "x"}', None],
+        ...     "headers": pa.array([[], []], FETCH_SCHEMA.field(4).type)}, schema=FETCH_SCHEMA)
+        >>> read_changes(FetchedBatch("t", 0, records, 2), key=("id",)).rows.to_pylist()
+        [{'id': 1, 'a': 'x', '__trunkline_seq': 0, '__trunkline_op': 'u'}, \
+{'id': 1, 'a': None, '__trunkline_seq': 1, '__trunkline_op': 'd'}]
+    """
+    records = batch.records
+    decoded = decode_json(records.column("value"))
+    table, rows = decoded.table, decoded.rows
+    bad = list(decoded.bad)
+    envelope = False
+    parts: list[pa.Table] = []
+    if table.num_rows:
+        table = _unwrap_payload(table)
+        envelope = value_format == "debezium" or (
+            value_format == "auto" and _looks_like_envelope(table)
+        )
+        if envelope:
+            parts, bad_rows = _from_envelopes(table, rows, records.column("key"), key)
+            bad += bad_rows
+        else:
+            parts = [_with(table, rows, "u")]
+    tombstone_rows = np.flatnonzero(np.asarray(records.column("value").is_null()))
+    if len(tombstone_rows) and key:
+        keys, bad_keys = _keys_of(records.column("key"), tombstone_rows, key)
+        bad += bad_keys
+        if keys.num_rows:
+            parts.append(keys)
+    rows_table = concat_tables(_aligned([p for p in parts if p.num_rows])) if parts else _empty()
+    if rows_table.num_columns == 0:
+        rows_table = _empty()
+    elif rows_table.num_rows > 1:
+        order = pc.sort_indices(rows_table.column(SEQ))
+        rows_table = rows_table.take(order)
+    return Changes(rows_table, sorted(bad), envelope, len(tombstone_rows))
+
+
+def _aligned(parts: list[pa.Table]) -> list[pa.Table]:
+    """Key text from record keys cast to the type the rows have for that column, if it fits."""
+    types: dict[str, pa.DataType] = {}
+    for part in parts:
+        for f in part.schema:
+            if not pa.types.is_string(f.type) and not pa.types.is_null(f.type):
+                types.setdefault(f.name, f.type)
+    out = []
+    for part in parts:
+        for i, f in enumerate(part.schema):
+            wanted = types.get(f.name)
+            if wanted is not None and pa.types.is_string(f.type):
+                with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    part = part.set_column(i, pa.field(f.name, wanted), part.column(i).cast(wanted))
+        out.append(part)
+    return out
+
+
+def _empty() -> pa.Table:
+    return pa.table({SEQ: pa.array([], pa.int64()), OP: pa.array([], pa.string())})
+
+
+def _with(table: pa.Table, seq: np.ndarray, op: str | pa.Array) -> pa.Table:
+    ops = op if isinstance(op, pa.Array) else pa.repeat(pa.scalar(op, pa.string()), len(seq))
+    return table.append_column(SEQ, pa.array(seq, pa.int64())).append_column(OP, ops)
+
+
+def _unwrap_payload(table: pa.Table) -> pa.Table:
+    """Debezium's JSON converter with schemas on: ``{"schema": ..., "payload": {...}}``."""
+    names = set(table.column_names)
+    if "payload" in names and names <= {"schema", "payload"}:
+        payload = table.column("payload")
+        if pa.types.is_struct(payload.type):
+            return pa.Table.from_batches(
+                [pa.RecordBatch.from_struct_array(payload.combine_chunks())]
+            )
+    return table
+
+
+def _looks_like_envelope(table: pa.Table) -> bool:
+    names = set(table.column_names)
+    if "op" not in names or not ({"after", "before"} & names):
+        return False
+    return all(
+        pa.types.is_struct(table.schema.field(n).type)
+        or pa.types.is_null(table.schema.field(n).type)
+        for n in ("after", "before")
+        if n in names
+    )
+
+
+def _flatten(table: pa.Table, name: str, rows: np.ndarray) -> pa.Table:
+    """The struct column ``name`` of ``table`` at ``rows``, as a table of its fields."""
+    if name not in table.column_names or not len(rows):
+        return pa.table({})
+    column = table.column(name).combine_chunks().take(pa.array(rows))
+    if pa.types.is_null(column.type):
+        return pa.table({})
+    return pa.Table.from_batches([pa.RecordBatch.from_struct_array(column)])
+
+
+def _from_envelopes(
+    table: pa.Table, seq: np.ndarray, keys: pa.ChunkedArray, key: tuple[str, ...]
+) -> tuple[list[pa.Table], list[tuple[int, str]]]:
+    op = table.column("op").combine_chunks()
+    if not pa.types.is_string(op.type):
+        op = op.cast(pa.string())
+    ops = np.asarray(op.fill_null("").to_pylist(), dtype=object)
+    bad: list[tuple[int, str]] = []
+    parts: list[pa.Table] = []
+    upserts = np.flatnonzero(np.isin(ops, ["c", "r", "u"]))
+    if len(upserts):
+        after = _flatten(table, "after", upserts)
+        if after.num_columns == 0:
+            bad += [(int(seq[i]), "a create/update event without 'after'") for i in upserts]
+        else:
+            valid = np.asarray(
+                table.column("after").combine_chunks().take(pa.array(upserts)).is_valid()
+            )
+            bad += [
+                (int(seq[i]), f"an {ops[i]!r} event with a null 'after'") for i in upserts[~valid]
+            ]
+            parts.append(_with(after.filter(pa.array(valid)), seq[upserts[valid]], "u"))
+    deletes = np.flatnonzero(ops == "d")
+    if len(deletes):
+        before = _flatten(table, "before", deletes)
+        has_before = (
+            np.asarray(table.column("before").combine_chunks().take(pa.array(deletes)).is_valid())
+            if before.num_columns
+            else np.zeros(len(deletes), dtype=bool)
+        )
+        if has_before.any():
+            parts.append(_with(before.filter(pa.array(has_before)), seq[deletes[has_before]], "d"))
+        if (~has_before).any():
+            # No before image (REPLICA IDENTITY NOTHING): the record key says which row.
+            key_rows, bad_keys = _keys_of(keys, seq[deletes[~has_before]], key)
+            bad += bad_keys
+            parts.append(key_rows)
+    truncates = np.flatnonzero(ops == "t")
+    if len(truncates):
+        parts.append(_truncates(seq[truncates]))
+    known = np.isin(ops, ["c", "r", "u", "d", "t"])
+    bad += [
+        (int(seq[i]), f"unknown Debezium op {ops[i]!r} (expected c, r, u, d or t)")
+        for i in np.flatnonzero(~known)
+    ]
+    return parts, bad
+
+
+def _truncates(seq: np.ndarray) -> pa.Table:
+    return pa.table({SEQ: pa.array(seq, pa.int64()), OP: pa.array(["t"] * len(seq), pa.string())})
+
+
+def _keys_of(
+    keys: pa.ChunkedArray, rows: np.ndarray, key: tuple[str, ...]
+) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Delete rows from record keys at ``rows``: JSON objects, or one column's text."""
+    taken = keys.combine_chunks().take(pa.array(rows)) if len(rows) else pa.array([], pa.binary())
+    missing = np.asarray(taken.is_null())
+    bad = [
+        (int(r), "a tombstone without a key: nothing says which row to delete")
+        for r in rows[missing]
+    ]
+    rows, taken = rows[~missing], taken.filter(pa.array(~missing))
+    if not len(rows):
+        return _empty(), bad
+    if not pa.types.is_binary(taken.type):
+        taken = taken.cast(pa.binary())
+    is_object = np.asarray(pc.starts_with(taken.cast(pa.string()), "{").fill_null(False))
+    parts = []
+    if is_object.any():
+        decoded = decode_json(taken.filter(pa.array(is_object)))
+        object_rows = rows[is_object]
+        bad += [(int(object_rows[i]), f"key: {error}") for i, error in decoded.bad]
+        if decoded.table.num_rows:
+            parts.append(_with(decoded.table, object_rows[decoded.rows], "d"))
+    if (~is_object).any():
+        plain_rows = rows[~is_object]
+        if len(key) == 1:
+            # One key column: its text; the sink casts it to the column's type.
+            text = taken.filter(pa.array(~is_object)).cast(pa.string())
+            parts.append(_with(pa.table({key[0]: text}), plain_rows, "d"))
+        else:
+            bad += [
+                (int(r), f"the key of a delete must be a JSON object of {', '.join(key)}")
+                for r in plain_rows
+            ]
+    return (concat_tables(parts) if parts else _empty()), bad

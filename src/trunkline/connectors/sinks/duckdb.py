@@ -1,0 +1,622 @@
+# ruff: noqa: S608  - SQL here is built from names that all pass through quote_identifier.
+"""The ``duckdb`` sink: topics into tables of a DuckDB file, exactly once.
+
+Example ``trunkline.yaml`` entry::
+
+    sinks:
+      warehouse:
+        type: duckdb
+        path: warehouse.duckdb
+        topics: [shop.public.orders]
+        mode: upsert          # or append
+        key: [id]             # upsert: the primary key
+
+Each batch is one transaction holding the rows *and* the offsets they came from (table
+``_trunkline_offsets``); after a restart the sink resumes from those offsets, so no record
+is applied twice and none is skipped (exactly-once). A worker thread applies batch N while
+:meth:`DuckDBSink.write_batch` decodes batch N+1 (JSON to Arrow), so both cores work; an
+error of batch N surfaces at the next ``write_batch`` or ``snapshot``, the runtime restarts
+the sink, and it resumes from the offsets in the table.
+
+Tables are created from the first records (JSON values decoded to Arrow), with a primary
+key in upsert mode; a field seen for the first time becomes a new column; an integer column
+that receives decimals is widened. A value that does not fit its column goes to the
+dead-letter topic; a column whose every value in a batch no longer fits (the data changed
+type) stops the sink with :class:`~trunkline.errors.IncompatibleChange`.
+
+Upserts apply, per key, the last change in the batch: deletes delete (tombstones, Debezium
+``d``), ``t`` empties the table, and a Debezium placeholder for an unchanged TOASTed value
+keeps the value the row had.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar, Literal, Self
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, model_validator
+
+from trunkline.connectors._sql import qualified, quote_identifier, quote_literal
+from trunkline.connectors.base import (
+    Capabilities,
+    ConnectorContext,
+    Sink,
+    SinkSettings,
+    settings_error,
+)
+from trunkline.connectors.sinks._changes import OP, SEQ, UNAVAILABLE, ValueFormat, read_changes
+from trunkline.errors import ConnectorError, IncompatibleChange, TargetUnavailable
+from trunkline.hub import FetchedBatch, TopicPartition
+from trunkline.meta import Column
+
+__all__ = ["DuckDBSink", "table_name"]
+
+OFFSETS_TABLE = "_trunkline_offsets"
+_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
+_FLOATS = ("FLOAT", "DOUBLE")
+
+
+def table_name(topic: str) -> str:
+    """The default table of a topic: its name with every character but letters, digits and
+    ``_`` replaced by ``_`` (``shop.public.orders`` -> ``shop_public_orders``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", topic)
+
+
+class DuckDBConfig(SinkSettings):
+    """Settings of the ``duckdb`` sink."""
+
+    path: Path = Field(
+        description="The DuckDB database file; relative paths start at the project directory."
+    )
+    db_schema: str = Field("main", min_length=1, description="The schema the tables go in.")
+    table: str | None = Field(
+        None,
+        min_length=1,
+        description="The table of the (one) topic; by default the topic's name with '.' and "
+        "'-' turned into '_'.",
+    )
+    tables: dict[str, str] = Field(
+        default_factory=dict, description="Table per topic, for sinks that read several topics."
+    )
+    mode: Literal["append", "upsert"] = Field(
+        "append",
+        description="append: every record becomes a row. upsert: one row per key, replaced "
+        "by newer records and removed by deletes (tombstones, Debezium 'd' events).",
+    )
+    key: tuple[str, ...] = Field(
+        (), description="The primary key columns (upsert mode only); must be in the values."
+    )
+    format: ValueFormat = Field(
+        "auto",
+        description="What the values are: json (one row per value), debezium (change "
+        "events with before/after/op) or auto (decide by their fields).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.mode == "upsert" and not self.key:
+            raise settings_error(
+                type(self),
+                "mode",
+                self.mode,
+                "mode 'upsert' needs the primary key columns in 'key'",
+                "add key: [id] (the columns that identify a row)",
+            )
+        if self.mode == "append" and self.key:
+            raise settings_error(
+                type(self),
+                "key",
+                list(self.key),
+                "'key' only applies to mode 'upsert'; append mode keeps every record",
+                "set mode: upsert, or remove key",
+            )
+        if self.table is not None and len(self.topics) > 1:
+            raise settings_error(
+                type(self),
+                "table",
+                self.table,
+                f"'table' names the table of one topic; this sink reads {len(self.topics)}",
+                "use tables: {topic: table} instead",
+            )
+        unknown = sorted(set(self.tables) - set(self.topics))
+        if unknown:
+            raise settings_error(
+                type(self),
+                "tables",
+                unknown[0],
+                f"'tables' names topic {unknown[0]!r}, which is not in 'topics'",
+            )
+        return self
+
+    def table_for(self, topic: str) -> str:
+        if topic in self.tables:
+            return self.tables[topic]
+        if self.table is not None:
+            return self.table
+        return table_name(topic)
+
+
+def _translate(exc: duckdb.Error, doing: str) -> ConnectorError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, duckdb.IOException | duckdb.OutOfMemoryException):
+        return TargetUnavailable(f"{doing}: {text}")
+    return ConnectorError(f"{doing}: {text}", retryable=False)
+
+
+class DuckDBSink(Sink):
+    """Copies topics into DuckDB tables, with offsets in the same transaction."""
+
+    Config: ClassVar[type[DuckDBConfig]] = DuckDBConfig
+    # One process at a time: DuckDB lets only one process write a database file.
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        exclusive=True, exactly_once=True, upsert=True
+    )
+    config: DuckDBConfig
+
+    def __init__(self, name: str, config: DuckDBConfig) -> None:
+        super().__init__(name, config)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._context: ConnectorContext | None = None
+        self._columns: dict[str, dict[str, str]] = {}
+        self._done: dict[TopicPartition, int] = {}
+        self._linked: set[str] = set()
+        self.path = Path(config.path)
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def open(self, context: ConnectorContext) -> None:
+        self._context = context
+        self.path = context.path(self.config.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"duckdb-{self.name}")
+        try:
+            self._con = duckdb.connect(str(self.path))
+            con = self._con
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.config.db_schema)}")
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {qualified('main', OFFSETS_TABLE)} ("
+                "sink VARCHAR, topic VARCHAR, partition INTEGER, next_offset BIGINT NOT NULL, "
+                "updated_at TIMESTAMP, PRIMARY KEY (sink, topic, partition))"
+            )
+        except duckdb.Error as exc:
+            self.close()
+            raise _translate(exc, f"cannot open DuckDB database {self.path}") from exc
+        context.register_system("duckdb", str(self.path))
+
+    def close(self) -> None:
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            # Work not snapshotted may be dropped; what the worker is doing is finished.
+            worker.shutdown(wait=True, cancel_futures=True)
+        self._pending = None
+        if self._con is not None:
+            con, self._con = self._con, None
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+
+    def assign(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
+        self._wait()
+        con = self._connection()
+        rows = con.execute(
+            f"SELECT topic, partition, next_offset FROM {qualified('main', OFFSETS_TABLE)} "
+            "WHERE sink = ?",
+            [self.name],
+        ).fetchall()
+        stored = {TopicPartition(t, int(p)): int(o) for t, p, o in rows}
+        return {tp: stored[tp] for tp in partitions if tp in stored}
+
+    def snapshot(self) -> dict[TopicPartition, int]:
+        # Every batch is committed in its own transaction: once the worker is done, all
+        # that was written is durable.
+        self._wait()
+        done, self._done = self._done, {}
+        return done
+
+    def revoke(self, partitions: Collection[TopicPartition]) -> None:
+        self._wait()
+        for tp in partitions:
+            self._done.pop(tp, None)
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise ConnectorError(f"the duckdb sink {self.name!r} is not open", retryable=True)
+        return self._con
+
+    # -- writing ----------------------------------------------------------------------
+
+    def write_batch(self, topic: str, batch: FetchedBatch) -> None:
+        self._connection()
+        upsert = self.config.mode == "upsert"
+        # Decoding happens here while the worker still applies the previous batch.
+        changes = read_changes(batch, self.config.format, self.config.key if upsert else ())
+        rows = changes.rows
+        if not upsert and rows.num_rows:
+            skipped = rows.num_rows
+            rows = rows.filter(pc.equal(rows.column(OP), "u"))
+            self._count("deletes_ignored", skipped - rows.num_rows)
+        self._wait()
+        assert self._worker is not None
+        self._pending = self._worker.submit(self._commit, topic, batch, rows, list(changes.bad))
+
+    def _commit(
+        self, topic: str, batch: FetchedBatch, rows: pa.Table, bad: list[tuple[int, str]]
+    ) -> None:
+        """One transaction: the rows, their dead letters, and the offset after them."""
+        con = self._connection()
+        upsert = self.config.mode == "upsert"
+        table = self.config.table_for(topic)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if rows.num_rows:
+                    bad += self._apply(con, topic, table, rows, upsert)
+                con.execute(
+                    f"INSERT OR REPLACE INTO {qualified('main', OFFSETS_TABLE)} "
+                    "VALUES (?, ?, ?, ?, CAST(now() AT TIME ZONE 'UTC' AS TIMESTAMP))",
+                    [self.name, batch.topic, batch.partition, batch.next_offset],
+                )
+                if bad:
+                    self._dead_letter(batch, topic, bad)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        except duckdb.Error as exc:
+            raise _translate(exc, f"writing {topic}[{batch.partition}] to {table}") from exc
+        self._done[TopicPartition(batch.topic, batch.partition)] = batch.next_offset
+
+    def _wait(self) -> None:
+        """Until the worker has applied the last batch; raises what that raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _dead_letter(self, batch: FetchedBatch, topic: str, bad: list[tuple[int, str]]) -> None:
+        assert self._context is not None
+        bad.sort()
+        self._context.dead_letters.write_records(
+            batch, [row for row, _ in bad], [error for _, error in bad], topic=topic
+        )
+
+    def _count(self, name: str, value: float) -> None:
+        if self._context is not None and value:
+            self._context.metrics.count(name, value)
+
+    def _apply(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        topic: str,
+        table: str,
+        rows: pa.Table,
+        upsert: bool,
+    ) -> list[tuple[int, str]]:
+        """Write the changes of one batch into ``table``; returns rows that did not fit."""
+        rows = _without_null_columns(rows)
+        data = [c for c in rows.column_names if c not in (SEQ, OP)]
+        key = self.config.key if upsert else ()
+        bad: list[tuple[int, str]] = []
+        if key:
+            rows, missing = _require_keys(rows, key, topic)
+            bad += missing
+        con.register("__batch", rows)
+        try:
+            incoming = {name: kind for name, kind, *_ in con.execute("DESCRIBE __batch").fetchall()}
+            columns = self._table_columns(con, table)
+            if columns is None:
+                live = [c for c in data if c in incoming]
+                if not pc.any(pc.equal(rows.column(OP), "u")).as_py():
+                    return bad  # only deletes, and no table to delete from
+                columns = self._create(con, topic, table, {c: incoming[c] for c in live}, key)
+            else:
+                columns = self._evolve(con, topic, table, columns, {c: incoming[c] for c in data})
+            exprs, checks = _typed(data, incoming, columns)
+            if checks:
+                failed = _failures(con, checks, incoming, columns, topic, table)
+                if failed:
+                    bad += failed
+                    keep = pc.invert(
+                        pc.is_in(rows.column(SEQ), pa.array([s for s, _ in failed], pa.int64()))
+                    )
+                    rows = rows.filter(keep)
+                    con.unregister("__batch")
+                    con.register("__batch", rows)
+            target = qualified(self.config.db_schema, table)
+            if upsert:
+                self._upsert(con, target, data, exprs, columns, key, rows)
+            else:
+                names = ", ".join(quote_identifier(c) for c in data)
+                selected = ", ".join(exprs[c] for c in data)
+                # A plain projection keeps the (offset) order of the batch.
+                con.execute(f"INSERT INTO {target} ({names}) SELECT {selected} FROM __batch")
+        finally:
+            con.unregister("__batch")
+        self._link(topic, table)
+        return bad
+
+    def _upsert(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        target: str,
+        data: list[str],
+        exprs: Mapping[str, str],
+        columns: Mapping[str, str],
+        key: tuple[str, ...],
+        rows: pa.Table,
+    ) -> None:
+        q = quote_identifier
+        seq, op = q(SEQ), q(OP)
+        typed = ", ".join(f"{exprs[c]} AS {q(c)}" for c in data)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __typed AS SELECT {seq}, {op}, {typed} FROM __batch"
+        )
+        ops = set(rows.column(OP).unique().to_pylist())
+        if "t" in ops:
+            # A truncate empties the table; only the changes after the last one count.
+            last = pc.max(pc.filter(rows.column(SEQ), pc.equal(rows.column(OP), "t"))).as_py()
+            con.execute(f"DELETE FROM {target}")
+            con.execute(f"DELETE FROM __typed WHERE {seq} <= ? OR {op} = 't'", [last])
+        keys = ", ".join(q(k) for k in key)
+        joined = " AND ".join(f"{target}.{q(k)} = __last.{q(k)}" for k in key)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE __last AS SELECT * FROM __typed "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) = 1"
+        )
+        if "d" in ops:
+            con.execute(f"DELETE FROM {target} USING __last WHERE __last.{op} = 'd' AND {joined}")
+        names = ", ".join(q(c) for c in data)
+        text = [c for c in data if c not in key and columns.get(c) == "VARCHAR"]
+        if not _has_placeholder(rows, text):
+            con.execute(
+                f"INSERT OR REPLACE INTO {target} ({names}) "
+                f"SELECT {names} FROM __last WHERE {op} = 'u'"
+            )
+            return
+        self._upsert_keeping_unavailable(con, target, data, key, text)
+
+    def _upsert_keeping_unavailable(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        target: str,
+        data: list[str],
+        key: tuple[str, ...],
+        text: list[str],
+    ) -> None:
+        """Upsert where some text values are Debezium's "unchanged TOASTed value" placeholder.
+
+        Per key, each such column takes its last real value after the key's last delete in
+        this batch, or else the value the row has in the table.
+        """
+        q = quote_identifier
+        seq, op = q(SEQ), q(OP)
+        keys = ", ".join(q(k) for k in key)
+        placeholder = quote_literal(UNAVAILABLE)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __live AS SELECT * FROM ("
+            f"SELECT *, max(CASE WHEN {op} = 'd' THEN {seq} END) "
+            f"OVER (PARTITION BY {keys}) AS __del FROM __typed) "
+            f"WHERE __del IS NULL OR {seq} > __del"
+        )
+        parts = [f"{q(k)}" for k in key]
+        for i, c in enumerate(c for c in data if c not in key):
+            if c in text:
+                real = f"{q(c)} IS DISTINCT FROM {placeholder}"
+                parts.append(f"arg_max_null({q(c)}, {seq}) FILTER (WHERE {real}) AS {q(c)}")
+                parts.append(f"count(*) FILTER (WHERE {real}) = 0 AS __missing_{i}")
+            else:
+                parts.append(f"arg_max_null({q(c)}, {seq}) AS {q(c)}")
+        parts.append("bool_or(__del IS NOT NULL) AS __deleted")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __agg AS SELECT {', '.join(parts)} "
+            f"FROM __live GROUP BY {keys}"
+        )
+        select = [f"a.{q(k)}" for k in key]
+        for i, c in enumerate(c for c in data if c not in key):
+            if c in text:
+                old = f"CASE WHEN a.__deleted THEN NULL ELSE t.{q(c)} END"
+                select.append(f"CASE WHEN a.__missing_{i} THEN {old} ELSE a.{q(c)} END")
+            else:
+                select.append(f"a.{q(c)}")
+        on = " AND ".join(f"t.{q(k)} = a.{q(k)}" for k in key)
+        names = ", ".join(q(c) for c in [*key, *(c for c in data if c not in key)])
+        con.execute(
+            f"INSERT OR REPLACE INTO {target} ({names}) SELECT {', '.join(select)} "
+            f"FROM __agg a LEFT JOIN {target} t ON {on}"
+        )
+
+    # -- tables -----------------------------------------------------------------------
+
+    def _table_columns(self, con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str] | None:
+        if table in self._columns:
+            return self._columns[table]
+        found = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [self.config.db_schema, table],
+        ).fetchall()
+        if not found:
+            return None
+        self._columns[table] = dict(found)
+        return self._columns[table]
+
+    def _create(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        topic: str,
+        table: str,
+        columns: dict[str, str],
+        key: tuple[str, ...],
+    ) -> dict[str, str]:
+        defs = [
+            f"{quote_identifier(c)} {kind}{' NOT NULL' if c in key else ''}"
+            for c, kind in columns.items()
+        ]
+        if key:
+            defs.append(f"PRIMARY KEY ({', '.join(quote_identifier(k) for k in key)})")
+        target = qualified(self.config.db_schema, table)
+        con.execute(f"CREATE TABLE {target} ({', '.join(defs)})")
+        self._columns[table] = dict(columns)
+        self._register(table, columns)
+        return self._columns[table]
+
+    def _evolve(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        topic: str,
+        table: str,
+        columns: dict[str, str],
+        incoming: dict[str, str],
+    ) -> dict[str, str]:
+        """Add new columns; widen integer columns that now receive decimals."""
+        target = qualified(self.config.db_schema, table)
+        changed = False
+        for name, kind in incoming.items():
+            current = columns.get(name)
+            if current is None:
+                con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} {kind}")
+                columns[name] = kind
+                changed = True
+            elif current in _INTEGERS and kind in _FLOATS and name not in self.config.key:
+                con.execute(
+                    f"ALTER TABLE {target} ALTER COLUMN {quote_identifier(name)} TYPE {kind}"
+                )
+                columns[name] = kind
+                changed = True
+        if changed:
+            self._register(table, columns)
+        return columns
+
+    def _register(self, table: str, columns: Mapping[str, str]) -> None:
+        if self._context is None:
+            return
+        self._context.register_dataset(
+            f"{self.config.db_schema}.{table}",
+            "table",
+            columns=[Column(name, kind) for name, kind in columns.items()],
+        )
+
+    def _link(self, topic: str, table: str) -> None:
+        if topic in self._linked or self._context is None:
+            return
+        self._linked.add(topic)
+        if table not in self._columns:
+            return
+        self._register(table, self._columns[table])
+        self._context.record_lineage(f"hub.{topic}", f"{self.name}.{self.config.db_schema}.{table}")
+
+
+def _without_null_columns(rows: pa.Table) -> pa.Table:
+    """Columns with no type yet (only nulls so far) say nothing a table can store."""
+    keep = [f.name for f in rows.schema if not pa.types.is_null(f.type)]
+    return rows.select(keep) if len(keep) < rows.num_columns else rows
+
+
+def _require_keys(
+    rows: pa.Table, key: tuple[str, ...], topic: str
+) -> tuple[pa.Table, list[tuple[int, str]]]:
+    absent = [k for k in key if k not in rows.column_names]
+    upserts = pc.equal(rows.column(OP), "u")
+    if absent:
+        if pc.any(upserts).as_py():
+            fields = ", ".join(c for c in rows.column_names if c not in (SEQ, OP))
+            raise IncompatibleChange(
+                f"mode upsert with key {list(key)}, but the records of topic {topic!r} have "
+                f"no field {absent[0]!r}; their fields: {fields or 'none'}"
+            )
+        return rows.slice(0, 0), [
+            (int(s), f"no key column {absent[0]!r}") for s in rows.column(SEQ).to_pylist()
+        ]
+    missing = pc.is_null(rows.column(key[0]))
+    for k in key[1:]:
+        missing = pc.or_(missing, pc.is_null(rows.column(k)))
+    truncates = pc.equal(rows.column(OP), "t")
+    missing = pc.and_(missing, pc.invert(truncates))
+    if not pc.any(missing).as_py():
+        return rows, []
+    seqs = pc.filter(rows.column(SEQ), missing).to_pylist()
+    error = f"a value for each key column ({', '.join(key)}) is needed, found null"
+    return rows.filter(pc.invert(missing)), [(int(s), error) for s in seqs]
+
+
+def _typed(
+    data: list[str], incoming: Mapping[str, str], columns: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """SQL expressions that give each column the table's type, and which need checking."""
+    exprs: dict[str, str] = {}
+    checks: list[str] = []
+    for c in data:
+        q = quote_identifier(c)
+        have, want = incoming[c], columns.get(c, incoming[c])
+        if have == want:
+            exprs[c] = q
+        elif want == "VARCHAR" and (have.startswith("STRUCT") or have.endswith("]")):
+            exprs[c] = f"CAST(to_json({q}) AS VARCHAR)"
+        elif want == "VARCHAR" or _widens(have, want):
+            exprs[c] = f"CAST({q} AS {want})"
+        else:
+            exprs[c] = f"TRY_CAST({q} AS {want})"
+            checks.append(c)
+    return exprs, checks
+
+
+def _widens(have: str, want: str) -> bool:
+    if have in _INTEGERS and want in _INTEGERS:
+        return _INTEGERS.index(have) <= _INTEGERS.index(want)
+    return (have in _INTEGERS or have in _FLOATS) and want == "DOUBLE"
+
+
+def _failures(
+    con: duckdb.DuckDBPyConnection,
+    checks: list[str],
+    incoming: Mapping[str, str],
+    columns: Mapping[str, str],
+    topic: str,
+    table: str,
+) -> list[tuple[int, str]]:
+    """Rows whose values do not convert to their column's type; raises when none does."""
+    q = quote_identifier
+    fails = [f"({q(c)} IS NOT NULL AND TRY_CAST({q(c)} AS {columns[c]}) IS NULL)" for c in checks]
+    counts = ", ".join(
+        f"count({q(c)}), count(*) FILTER (WHERE {f})" for c, f in zip(checks, fails, strict=True)
+    )
+    totals = con.execute(f"SELECT {counts} FROM __batch").fetchone()
+    assert totals is not None
+    for i, c in enumerate(checks):
+        present, failed = int(totals[2 * i]), int(totals[2 * i + 1])
+        if present and failed == present:
+            raise IncompatibleChange(
+                f"column {c!r} of table {table!r} is {columns[c]}, but the records of topic "
+                f"{topic!r} now hold {incoming[c]} values that do not convert; change the "
+                "table (or the data) and restart the sink"
+            )
+    flags = ", ".join(f"{f} AS f{i}" for i, f in enumerate(fails))
+    texts = ", ".join(f"CAST({q(c)} AS VARCHAR) AS v{i}" for i, c in enumerate(checks))
+    found = con.execute(
+        f"SELECT {q(SEQ)}, {flags}, {texts} FROM __batch WHERE {' OR '.join(fails)}"
+    ).fetchall()
+    out = []
+    for row in found:
+        seq, flagged, values = row[0], row[1 : 1 + len(checks)], row[1 + len(checks) :]
+        which = [i for i, f in enumerate(flagged) if f]
+        reasons = "; ".join(
+            f"column {checks[i]!r}: {str(values[i])[:80]!r} is not a {columns[checks[i]]}"
+            for i in which
+        )
+        out.append((int(seq), reasons))
+    return out
+
+
+def _has_placeholder(rows: pa.Table, text: list[str]) -> bool:
+    for c in text:
+        column = rows.column(c)
+        if pa.types.is_string(column.type) and pc.any(pc.equal(column, UNAVAILABLE)).as_py():
+            return True
+    return False

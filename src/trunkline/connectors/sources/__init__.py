@@ -1,0 +1,1 @@
+"""Built-in sources: ``files`` (and, later, ``postgres_cdc`` and ``http``)."""

@@ -1,0 +1,291 @@
+"""``trunkline run``: every connector of a project in this process, until told to stop.
+
+The :class:`Runner` creates the topics the connectors need, registers them in the catalog,
+starts one supervised thread per connector, publishes figures (a status file every second,
+and the Prometheus text on ``/metrics`` when asked), and on :meth:`Runner.stop` (SIGTERM,
+Ctrl-C) lets every task drain: sinks write and commit what they fetched, sources
+checkpoint. Several processes can run the same project: sinks share partitions through
+their consumer groups; exclusive connectors (sources, the DuckDB sink) run in one process
+at a time, the others standing by (see :mod:`trunkline.runtime._lease`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from trunkline.config import ConnectorSpec
+from trunkline.connectors import SINKS, SOURCES
+from trunkline.connectors.base import (
+    Sink,
+    SinkSettings,
+    Source,
+    SourceSettings,
+    dead_letter_topic,
+    retry_topic,
+)
+from trunkline.errors import ConfigError, TopicExists, TopicNotFound
+from trunkline.project import Project
+from trunkline.runtime._backoff import Backoff
+from trunkline.runtime._budget import MemoryBudget
+from trunkline.runtime._checkpoints import FileCheckpointStore
+from trunkline.runtime._deadletters import DLQ_CONFIG
+from trunkline.runtime._lease import FileLease
+from trunkline.runtime._metrics import TaskMetrics, prometheus_text
+from trunkline.runtime._sink_task import SinkTask
+from trunkline.runtime._source_task import SourceTask
+from trunkline.runtime._status import StatusBoard
+from trunkline.runtime._task import Supervisor, Task, TaskEnv
+
+__all__ = ["RunOptions", "Runner", "state_dir"]
+
+log = logging.getLogger("trunkline.runtime")
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+#: How long a stopping process waits for its tasks to drain.
+DRAIN_TIMEOUT = 60.0
+
+
+def state_dir(project: Project) -> Path:
+    """Where the runtime keeps checkpoints, leases and status files: ``.trunkline/``."""
+    return project.root / ".trunkline"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How ``trunkline run`` runs.
+
+    Attributes:
+        only: Run just these connectors (names from the project file).
+        memory: The in-flight memory budget of all sinks of the process, in bytes.
+        metrics_address: ``(host, port)`` to serve Prometheus text on ``/metrics``;
+            None for no endpoint. Port 0 picks a free port.
+        status_interval: Seconds between status file updates.
+    """
+
+    only: tuple[str, ...] = ()
+    memory: int = 256 * 1024 * 1024
+    metrics_address: tuple[str, int] | None = None
+    status_interval: float = 1.0
+
+
+@dataclass
+class _Planned:
+    name: str
+    kind: str
+    type: str
+    task: Task
+    exclusive: bool
+    topics: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs the connectors of ``project``; see the module docstring."""
+
+    def __init__(self, project: Project, options: RunOptions | None = None) -> None:
+        self.project = project
+        self.options = options or RunOptions()
+        self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.stop_event = threading.Event()
+        self.state = state_dir(project)
+        self.board = StatusBoard(self.state / "status", run_id=self.run_id)
+        self._planned = self._plan()
+        self._supervisors: list[Supervisor] = []
+        self._server: ThreadingHTTPServer | None = None
+        self.metrics_url = ""
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _selected(self) -> list[tuple[str, str, ConnectorSpec]]:
+        config = self.project.config
+        entries: list[tuple[str, str, ConnectorSpec]] = [
+            *(("source", n, s) for n, s in config.sources.items()),
+            *(("sink", n, s) for n, s in config.sinks.items()),
+        ]
+        names = {name for _, name, _ in entries}
+        both = sorted(set(config.sources) & set(config.sinks))
+        if both:
+            raise ConfigError(
+                f"{both[0]!r} names a source and a sink; give them different names (a "
+                "connector's name is also its dead-letter topic's, <name>.dlq)"
+            )
+        for name in self.options.only:
+            if name not in names:
+                close = difflib.get_close_matches(name, sorted(names), n=1)
+                hint = f" - did you mean {close[0]!r}?" if close else ""
+                known = ", ".join(sorted(names)) or "none"
+                raise ConfigError(
+                    f"--only {name!r}: no source or sink of that name{hint} (known: {known})"
+                )
+        for kind, name, _ in entries:
+            if not _NAME.match(name):
+                raise ConfigError(
+                    f"{kind} name {name!r}: expected 1-100 letters, digits, '_' or '-' (it "
+                    "names the connector's consumer group, topics and files)"
+                )
+        if self.options.only:
+            entries = [e for e in entries if e[1] in self.options.only]
+        return entries
+
+    def _plan(self) -> list[_Planned]:
+        hub = self.project.hub
+        meta = self.project.meta
+        env = TaskEnv(
+            root=self.project.root,
+            hub=hub,
+            meta=meta,
+            checkpoints=FileCheckpointStore(self.state / "checkpoints"),
+            budget=MemoryBudget(self.options.memory),
+            run_id=self.run_id,
+            client=self.run_id,
+        )
+        planned = []
+        for kind, name, spec in self._selected():
+            metrics = TaskMetrics(name, kind, spec.type)
+            if kind == "source":
+                source_class: type[Source] = SOURCES.get(spec.type)
+                source_config = spec.config
+                assert isinstance(source_config, SourceSettings)
+                task: Task = SourceTask(name, spec.type, source_class, source_config, env, metrics)
+                topics = [*source_class(name, source_config).topics(), dead_letter_topic(name)]
+                exclusive = source_class.capabilities.exclusive
+            else:
+                sink_class: type[Sink] = SINKS.get(spec.type)
+                sink_config = spec.config
+                assert isinstance(sink_config, SinkSettings)
+                task = SinkTask(name, spec.type, sink_class, sink_config, env, metrics)
+                topics = [*sink_config.topics, dead_letter_topic(name), retry_topic(name)]
+                exclusive = sink_class.capabilities.exclusive
+            planned.append(_Planned(name, kind, spec.type, task, exclusive, topics))
+        return planned
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [p.task for p in self._planned]
+
+    def _prepare_topics(self) -> None:
+        """Create the topics connectors write and read (declared settings, else defaults)."""
+        project = self.project
+        existing = set(project.hub.list_topics())
+        for planned in self._planned:
+            for topic in planned.topics:
+                if topic in existing:
+                    continue
+                config = DLQ_CONFIG if topic.endswith(".dlq") else None
+                with contextlib.suppress(TopicExists):
+                    project.create_topic(topic, config)
+                existing.add(topic)
+        with contextlib.suppress(TopicNotFound):
+            project.sync_catalog()
+
+    # -- running ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create topics, start every task and the figures; returns at once."""
+        self._prepare_topics()
+        leases = self.state / "leases"
+        for planned in self._planned:
+            config = getattr(planned.task, "config", None)
+            base = getattr(config, "retry_backoff", 500) / 1000
+            cap = getattr(config, "retry_max_backoff", 30_000) / 1000
+            lease = (
+                FileLease(leases / f"{planned.kind}-{planned.name}.lock")
+                if planned.exclusive
+                else None
+            )
+            supervisor = Supervisor(
+                planned.task, self.stop_event, lease=lease, backoff=Backoff(base, cap)
+            )
+            self._supervisors.append(supervisor)
+            supervisor.start()
+        if self.options.metrics_address is not None:
+            self._serve_metrics(*self.options.metrics_address)
+        self._publish()
+
+    def samples(self) -> list[dict[str, Any]]:
+        return [p.task.metrics.sample() for p in self._planned]
+
+    def _publish(self, state: str = "running") -> None:
+        try:
+            self.board.publish(self.samples(), state=state, metrics_url=self.metrics_url)
+        except OSError as exc:
+            log.warning("cannot write the status file %s: %s", self.board.path, exc)
+
+    def wait(self) -> None:
+        """Publish figures until :meth:`stop`, or until every task has stopped for good."""
+        while not self.stop_event.wait(self.options.status_interval):
+            self._publish()
+            if self._supervisors and not any(s.is_alive() for s in self._supervisors):
+                break  # every task failed for good: nothing left to run
+
+    def run(self) -> None:
+        """Start, publish figures until :meth:`stop`, then drain and return."""
+        try:
+            self.start()
+            self.wait()
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        """Ask every task to drain and stop (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def shutdown(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for supervisor in self._supervisors:
+            supervisor.join(max(0.0, deadline - time.monotonic()))
+        stuck = [s.name for s in self._supervisors if s.is_alive()]
+        if stuck:
+            log.warning("tasks still running after %.0fs: %s", timeout, ", ".join(stuck))
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self._publish("stopped")
+
+    @property
+    def failed(self) -> list[str]:
+        return [p.name for p in self._planned if p.task.metrics.state == "failed"]
+
+    # -- Prometheus -----------------------------------------------------------------------
+
+    def _serve_metrics(self, host: str, port: int) -> None:
+        runner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404, "only /metrics is served here")
+                    return
+                body = prometheus_text(runner.samples()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("metrics endpoint: " + format, *args)
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+        self._server.daemon_threads = True
+        bound_port = self._server.server_address[1]
+        self.metrics_url = f"http://{host}:{bound_port}/metrics"
+        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()

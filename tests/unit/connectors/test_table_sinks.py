@@ -1,0 +1,333 @@
+"""The DuckDB and Parquet sinks beyond the conformance suite: change events, TOAST
+placeholders, schema changes, identifiers, partitioning, files left by a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from trunkline.config import ProjectFileError, load_project
+from trunkline.connectors.base import ConnectorContext
+from trunkline.connectors.sinks._changes import UNAVAILABLE, read_changes
+from trunkline.connectors.sinks.duckdb import DuckDBConfig, DuckDBSink, table_name
+from trunkline.connectors.sinks.parquet import ParquetConfig, ParquetSink, PartitionExpr
+from trunkline.errors import IncompatibleChange
+from trunkline.hub import TopicPartition
+from trunkline.meta import MetaStore
+from trunkline.testing.connectors import RecordingDeadLetters, fetched, make_context
+
+TP = TopicPartition("t", 0)
+
+
+def event(op: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> bytes:
+    envelope = {"before": before, "after": after, "op": op, "source": {"lsn": 1, "table": "t"}}
+    return json.dumps(envelope).encode()
+
+
+def test_changes_from_debezium_envelopes() -> None:
+    values: list[bytes | None] = [
+        event("r", None, {"id": 1, "v": "a"}),
+        event("u", {"id": 1}, {"id": 1, "v": "b"}),
+        event("d", {"id": 1, "v": "b"}, None),
+        json.dumps(
+            {"schema": {}, "payload": json.loads(event("c", None, {"id": 2, "v": "c"}))}
+        ).encode(),
+        event("t", None, None),
+        event("x", None, None),
+        None,
+    ]
+    keys: list[bytes | None] = [b'{"id": 1}'] * 6 + [b'{"id": 2}']
+    changes = read_changes(fetched("t", 0, 0, values, keys), "auto", ("id",))
+    rows = changes.rows.to_pylist()
+    assert [(r["__trunkline_op"], r.get("id")) for r in rows] == [
+        ("u", 1),
+        ("u", 1),
+        ("d", 1),
+        ("t", None),
+        ("d", 2),
+    ]
+    # The payload-wrapped event is a row too (a separate envelope shape in the same batch
+    # is decoded on its own): its position is reported bad only if it cannot be read.
+    assert [row for row, _ in changes.bad] == [3, 5]
+    assert "unknown Debezium op" in changes.bad[1][1]
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> ConnectorContext:
+    return make_context(tmp_path, "wh")
+
+
+def duck(tmp_path: Path, **settings: Any) -> DuckDBSink:
+    config = DuckDBConfig.model_validate(
+        {"topics": ["t"], "path": str(tmp_path / "w.duckdb"), **settings}
+    )
+    return DuckDBSink("wh", config)
+
+
+def rows(tmp_path: Path, table: str = "t") -> list[dict[str, Any]]:
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        query = f"SELECT * FROM main.{table} ORDER BY 1"
+        return con.sql(query).to_arrow_table().to_pylist()
+
+
+def write(
+    sink: DuckDBSink,
+    context: ConnectorContext,
+    *batches: list[bytes | None],
+    keys: list[bytes | None] | None = None,
+) -> None:
+    sink.open(context)
+    sink.assign([TP])
+    offset = 0
+    for values in batches:
+        sink.write_batch(
+            "t",
+            fetched("t", 0, offset, values, keys[offset : offset + len(values)] if keys else None),
+        )
+        offset += len(values)
+    sink.snapshot()
+    sink.close()
+
+
+def test_upsert_applies_change_events_in_order(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = duck(tmp_path, mode="upsert", key=["id"])
+    write(
+        sink,
+        context,
+        [
+            event("r", None, {"id": 1, "v": "a"}),
+            event("r", None, {"id": 2, "v": "b"}),
+            event("u", {"id": 1}, {"id": 1, "v": "a2"}),
+            event("d", {"id": 2}, None),
+            event("c", None, {"id": 2, "v": "b again"}),
+            event("c", None, {"id": 3, "v": "c"}),
+            event("d", {"id": 3}, None),
+        ],
+    )
+    assert rows(tmp_path) == [{"id": 1, "v": "a2"}, {"id": 2, "v": "b again"}]
+
+
+def test_truncate_empties_the_table_first(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = duck(tmp_path, mode="upsert", key=["id"])
+    first = [event("c", None, {"id": i, "v": "x"}) for i in range(5)]
+    second = [event("t", None, None), event("c", None, {"id": 9, "v": "y"})]
+    write(sink, context, first, second)
+    assert rows(tmp_path) == [{"id": 9, "v": "y"}]
+
+
+def test_toast_placeholder_keeps_the_old_value(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = duck(tmp_path, mode="upsert", key=["id"])
+    big = "x" * 5000
+    write(
+        sink,
+        context,
+        [
+            event("c", None, {"id": 1, "doc": big, "n": 1}),
+            event("c", None, {"id": 2, "doc": "old", "n": 1}),
+        ],
+        [
+            # Unchanged TOASTed value: keep what the table has.
+            event("u", None, {"id": 1, "doc": UNAVAILABLE, "n": 2}),
+            # Changed in this batch, then unchanged: keep the batch's newer value.
+            event("u", None, {"id": 2, "doc": "new", "n": 2}),
+            event("u", None, {"id": 2, "doc": UNAVAILABLE, "n": 3}),
+            # Deleted and re-created: nothing to keep.
+            event("d", {"id": 3}, None),
+            event("c", None, {"id": 3, "doc": UNAVAILABLE, "n": 1}),
+        ],
+    )
+    assert rows(tmp_path) == [
+        {"id": 1, "doc": big, "n": 2},
+        {"id": 2, "doc": "new", "n": 3},
+        {"id": 3, "doc": None, "n": 1},
+    ]
+
+
+def test_tombstones_delete_by_record_key(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = duck(tmp_path, mode="upsert", key=["id"])
+    values: list[bytes | None] = [b'{"id": 1, "v": 1}', b'{"id": 2, "v": 2}', None, None]
+    keys: list[bytes | None] = [b"1", b"2", b"1", None]
+    write(sink, context, values, keys=keys)
+    assert rows(tmp_path) == [{"id": 2, "v": 2}]
+    dead = context.dead_letters
+    assert isinstance(dead, RecordingDeadLetters)
+    assert [(o, "without a key" in e) for _, _, o, e in dead.records] == [(3, True)]
+
+
+def test_columns_are_added_and_widened(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = duck(tmp_path)
+    write(
+        sink,
+        context,
+        [b'{"id": 1, "amount": 2}'],
+        [b'{"id": 2, "amount": 2.5, "note": "new"}'],
+    )
+    assert rows(tmp_path) == [
+        {"id": 1, "amount": 2.0, "note": None},
+        {"id": 2, "amount": 2.5, "note": "new"},
+    ]
+
+
+def test_values_that_do_not_fit_go_to_dead_letters(
+    tmp_path: Path, context: ConnectorContext
+) -> None:
+    sink = duck(tmp_path)
+    write(sink, context, [b'{"id": 1, "n": 1}'], [b'{"id": 2, "n": 2}', b'{"id": 3, "n": "three"}'])
+    assert [r["id"] for r in rows(tmp_path)] == [1, 2]
+    dead = context.dead_letters
+    assert isinstance(dead, RecordingDeadLetters)
+    assert [(o, "'three' is not a BIGINT" in e) for _, _, o, e in dead.records] == [(2, True)]
+
+
+def test_a_type_change_stops_the_sink(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = duck(tmp_path)
+    sink.open(context)
+    sink.assign([TP])
+    sink.write_batch("t", fetched("t", 0, 0, [b'{"id": 1, "n": 1}']))
+    sink.write_batch("t", fetched("t", 0, 1, [b'{"id": 2, "n": "two"}', b'{"id": 3, "n": "x"}']))
+    with pytest.raises(IncompatibleChange, match="column 'n' of table 't' is BIGINT"):
+        sink.snapshot()
+    sink.close()
+    # The failed batch left nothing behind, its offsets included.
+    again = duck(tmp_path)
+    again.open(context)
+    assert again.assign([TP]) == {TP: 1}
+    again.close()
+
+
+def test_odd_names_are_quoted(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = duck(tmp_path, table='my "table"; drop', db_schema="we ird")
+    write(sink, context, [json.dumps({'a "b"': 1, "select": "x", "é ü": True}).encode()])
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        got = con.sql('SELECT * FROM "we ird"."my ""table""; drop"').fetchall()
+    assert got == [(1, "x", True)]
+    assert table_name("shop.public.orders-v2") == "shop_public_orders_v2"
+
+
+def test_lineage_and_catalog(tmp_path: Path) -> None:
+    with MetaStore.open(f"sqlite:///{tmp_path / 'meta.db'}") as meta:
+        meta.upsert_system("hub", "hub", str(tmp_path / "hub"))
+        meta.upsert_dataset("hub", "t", "topic")
+        base = make_context(tmp_path, "wh")
+        context = ConnectorContext(**{**base.__dict__, "meta": meta})
+        write(duck(tmp_path), context, [b'{"id": 1, "name": "a"}'])
+        dataset = meta.get_dataset("wh", "main.t")
+        assert [c.name for c in dataset.columns or ()] == ["id", "name"]
+        assert [str(e.source) for e in meta.upstream("wh.main.t")] == ["hub.t"]
+        assert meta.get_system("wh").kind == "duckdb"
+
+
+@pytest.mark.parametrize(
+    ("sink", "problem"),
+    [
+        (
+            "{type: duckdb, path: w.db, topics: [t], mode: upsert}",
+            "mode 'upsert' needs the primary key",
+        ),
+        (
+            "{type: duckdb, path: w.db, topics: [t], key: [id]}",
+            "'key' only applies to mode 'upsert'",
+        ),
+        (
+            "{type: duckdb, path: w.db, topics: [a, b], table: x}",
+            "'table' names the table of one topic",
+        ),
+        ("{type: duckdb, path: w.db, topics: [a], tables: {b: x}}", "'tables' names topic 'b'"),
+        ("{type: duckdb, path: w.db, topics: [t], mdoe: upsert}", "unknown key 'mdoe'"),
+        (
+            "{type: parquet, path: lake, topics: [t], partition_by: ['date(']}",
+            "expected a column name",
+        ),
+        ("{type: parquet, path: lake, topics: []}", "topics"),
+    ],
+)
+def test_impossible_settings_are_placed(tmp_path: Path, sink: str, problem: str) -> None:
+    (tmp_path / "trunkline.yaml").write_text(f"sinks:\n  w: {sink}\n")
+    with pytest.raises(ProjectFileError) as caught:
+        load_project(tmp_path, env={})
+    text = str(caught.value)
+    assert problem in text
+    assert "trunkline.yaml:2:" in text
+
+
+# Parquet -------------------------------------------------------------------------------
+
+
+def lake(tmp_path: Path, **settings: Any) -> ParquetSink:
+    config = ParquetConfig.model_validate(
+        {"topics": ["t"], "path": str(tmp_path / "lake"), **settings}
+    )
+    return ParquetSink("lake", config)
+
+
+def test_partition_expressions() -> None:
+    assert PartitionExpr.parse(" day( ts ) ") == PartitionExpr("day", "ts")
+    assert PartitionExpr.parse("country") == PartitionExpr(None, "country")
+    with pytest.raises(ValueError):
+        PartitionExpr.parse("date(ts")
+
+
+def test_partitioned_files_named_by_offsets(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = lake(tmp_path, partition_by=["date(ts)", "country"], roll_interval="0s")
+    values = [
+        json.dumps({"ts": f"2026-11-0{1 + i % 2} 10:00:00+00", "country": c, "n": i}).encode()
+        for i, c in enumerate(["DE", "FR/x", "DE", None])
+    ]
+    sink.open(context)
+    sink.assign([TP])
+    sink.write_batch("t", fetched("t", 0, 100, values))
+    assert sink.snapshot() == {TP: 104}
+    sink.close()
+    found = sorted(
+        p.relative_to(tmp_path / "lake" / "t").as_posix()
+        for p in (tmp_path / "lake" / "t").rglob("*.parquet")
+    )
+    assert found == [
+        "date=2026-11-01/country=DE/p0-00000000000000000100-00000000000000000103.parquet",
+        "date=2026-11-02/country=FR%2Fx/p0-00000000000000000101-00000000000000000102.parquet",
+        "date=2026-11-02/country=__HIVE_DEFAULT_PARTITION__/p0-00000000000000000103-00000000000000000104.parquet",
+    ]
+    first = pq.read_table(tmp_path / "lake" / "t" / found[0])
+    assert first.column("n").to_pylist() == [0, 2]
+
+
+def test_uncommitted_files_are_removed_on_assign(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = lake(tmp_path, roll_interval="0s", target_file_size="1KiB")
+    sink.open(context)
+    sink.assign([TP])
+    sink.write_batch("t", fetched("t", 0, 0, [json.dumps({"n": i}).encode() for i in range(10)]))
+    assert sink.snapshot() == {TP: 10}
+    # Written and rolled into place (size reached) but never snapshotted, then a crash.
+    many = [json.dumps({"n": i, "pad": os.urandom(200).hex()}).encode() for i in range(10, 30)]
+    sink.write_batch("t", fetched("t", 0, 10, many))
+    sink.write_batch("t", fetched("t", 0, 30, [json.dumps({"n": 30}).encode()]))
+    folder = tmp_path / "lake" / "t"
+    assert any(p.name.endswith(".inprogress") for p in folder.iterdir())
+    assert len(list(folder.glob("p0-*.parquet"))) == 2
+    # No close(): the process died. The next owner starts from the stored offset.
+    again = lake(tmp_path, roll_interval="0s")
+    again.open(context)
+    assert again.assign([TP]) == {TP: 10}
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["p0-00000000000000000000-00000000000000000010.parquet"]
+    again.close()
+
+
+def test_schema_change_starts_a_new_file(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = lake(tmp_path, roll_interval="1h")
+    sink.open(context)
+    sink.assign([TP])
+    sink.write_batch("t", fetched("t", 0, 0, [b'{"a": 1}']))
+    sink.write_batch("t", fetched("t", 0, 1, [b'{"a": 2, "b": "new"}']))
+    # The first file is in place, the second still open: only the first counts.
+    assert sink.snapshot() == {TP: 1}
+    sink.drain()
+    assert sink.snapshot() == {TP: 2}
+    sink.close()
+    assert len(list((tmp_path / "lake" / "t").glob("*.parquet"))) == 2

@@ -1,0 +1,433 @@
+"""The runtime's parts, in one process: tasks, supervision, dead letters, figures, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.request
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pytest
+
+from trunkline.connectors import SINKS
+from trunkline.connectors.base import Capabilities, ConnectorContext, DeadLetter, Sink, SinkSettings
+from trunkline.connectors.sources.files import FilesConfig, FilesSource
+from trunkline.errors import Backpressure, ConfigError, ConnectorError, IncompatibleChange
+from trunkline.hub import FetchedBatch, Record, TopicConfig, TopicPartition
+from trunkline.hub.embedded import EmbeddedHub
+from trunkline.project import Project
+from trunkline.runtime import Runner, RunOptions, read_dead_letters, read_status, replay
+from trunkline.runtime._backoff import Backoff
+from trunkline.runtime._budget import MemoryBudget
+from trunkline.runtime._checkpoints import FileCheckpointStore
+from trunkline.runtime._deadletters import ID_HEADER, HubDeadLetters
+from trunkline.runtime._lease import FileLease
+from trunkline.runtime._metrics import TaskMetrics, prometheus_text
+from trunkline.runtime._reader import LeasedReader
+from trunkline.runtime._sink_task import SinkTask, _runs_by_topic
+from trunkline.runtime._source_task import SourceTask, produced_ids, with_header
+from trunkline.runtime._status import StatusBoard
+from trunkline.runtime._task import Supervisor, Task, TaskEnv
+from trunkline.testing.connectors import fetched
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[EmbeddedHub]:
+    with EmbeddedHub(tmp_path / "hub", ack="written") as hub:
+        yield hub
+
+
+@pytest.fixture
+def env(tmp_path: Path, hub: EmbeddedHub) -> TaskEnv:
+    return TaskEnv(
+        root=tmp_path,
+        hub=hub,
+        meta=None,
+        checkpoints=FileCheckpointStore(tmp_path / "checkpoints"),
+        budget=MemoryBudget(64 << 20),
+        run_id="test-run",
+        client="test",
+    )
+
+
+def run_until(task: Task, done: Any, timeout: float = 30) -> None:
+    """Run one life of ``task`` in a thread until ``done()`` holds, then stop it."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def life() -> None:
+        try:
+            task.run_once(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=life)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not done() and not errors:
+        time.sleep(0.02)
+    stop.set()
+    thread.join(30)
+    if errors:
+        raise errors[0]
+    assert done(), "the task did not get there in time"
+
+
+# Small parts ---------------------------------------------------------------------------
+
+
+def test_lease_is_exclusive_and_released(tmp_path: Path) -> None:
+    first, second = FileLease(tmp_path / "l.lock"), FileLease(tmp_path / "l.lock")
+    assert first.acquire() and not second.acquire()
+    assert first.owner() == {"pid": os.getpid(), "host": os.uname().nodename}
+    first.release()
+    assert second.acquire()
+    second.release()
+
+
+def test_backoff_grows_with_jitter_and_resets() -> None:
+    backoff = Backoff(0.1, 1.0)
+    waits = [backoff.next() for _ in range(6)]
+    assert 0.05 <= waits[0] <= 0.1
+    assert all(0.5 <= w <= 1.0 for w in waits[4:])
+    backoff.reset()
+    assert backoff.next() <= 0.1
+
+
+def test_budget_waits_for_room() -> None:
+    budget = MemoryBudget(10)
+    budget.take(15)
+    assert not budget.has_room() and not budget.wait_for_room(0.01)
+    threading.Timer(0.05, budget.give, (10,)).start()
+    assert budget.wait_for_room(5)
+
+
+def test_checkpoints_round_trip_and_refuse_garbage(tmp_path: Path) -> None:
+    store = FileCheckpointStore(tmp_path)
+    assert store.load("source-a") is None
+    store.save("source-a", {"x": [1, 2]})
+    assert store.load("source-a") == {"x": [1, 2]}
+    (tmp_path / "source-b.json").write_text("{not json")
+    with pytest.raises(ConnectorError, match="not valid JSON"):
+        store.load("source-b")
+
+
+def test_with_header_appends_to_existing_headers() -> None:
+    records = pa.table({"value": [b"a", b"b"]})
+    once = with_header(records, "k1", pa.array([b"1", b"2"]))
+    twice = with_header(once, "k2", pa.array([b"x", b"y"]))
+    assert twice.column("headers").to_pylist() == [
+        [{"key": "k1", "value": b"1"}, {"key": "k2", "value": b"x"}],
+        [{"key": "k1", "value": b"2"}, {"key": "k2", "value": b"y"}],
+    ]
+
+
+def test_metrics_shares_and_prometheus_text() -> None:
+    metrics = TaskMetrics("w", "sink", "duckdb")
+    metrics.activity("busy")
+    time.sleep(0.05)
+    metrics.activity("idle")
+    metrics.count("records", 10)
+    metrics.gauge("lag_records", 3)
+    sample = metrics.sample()
+    assert sample["share"]["busy"] > 0.5
+    text = prometheus_text([sample])
+    assert 'trunkline_records_total{connector="w",kind="sink",type="duckdb"} 10' in text
+    assert "# TYPE trunkline_lag_records gauge" in text
+    assert 'activity="busy"' in text
+
+
+def test_status_files_tell_live_from_gone(tmp_path: Path) -> None:
+    board = StatusBoard(tmp_path, run_id="r")
+    board.publish([{"name": "a"}])
+    (live,) = read_status(tmp_path)
+    assert live.alive and live.tasks == [{"name": "a"}]
+    board.publish([{"name": "a"}], state="stopped")
+    assert not read_status(tmp_path)[0].alive
+    gone = dict(live.document, pid=2**22 + 7, state="running")
+    (tmp_path / "other.json").write_text(json.dumps(gone))
+    assert [p.alive for p in read_status(tmp_path)] == [False, False]
+
+
+# Dead letters -------------------------------------------------------------------------
+
+
+def test_dead_letters_keep_bytes_headers_and_origin(hub: EmbeddedHub) -> None:
+    writer = HubDeadLetters(hub, "src", source_id="src")
+    writer.write(
+        [DeadLetter(b"1,2,3", "expected 2 fields", "source", "a.csv:3", details={"line": "3"})],
+        ids=["abc:0:L3"],
+    )
+    batch = fetched("orders", 2, 40, [b'{"ok": 1}', b"bad"], keys=[b"k1", b"k2"])
+    HubDeadLetters(hub, "snk").write_records(batch, [1], ["not JSON"], topic="orders")
+    (source_letter,) = read_dead_letters(hub, "src.dlq")
+    assert source_letter.value == b"1,2,3"
+    assert source_letter.headers["trunkline.line"] == "3"
+    assert source_letter.headers[ID_HEADER] == "src/abc:0:L3"
+    (sink_letter,) = read_dead_letters(hub, "snk.dlq")
+    assert (sink_letter.key, sink_letter.value) == (b"k2", b"bad")
+    assert sink_letter.origin == "orders/2@41"
+    assert sink_letter.headers["trunkline.topic"] == "orders"
+    assert sink_letter.headers["trunkline.stage"] == "sink"
+    # Replay: into the sink's retry topic, once.
+    assert replay(hub, "snk", timeout=0.5) == {"snk.retry": 1}
+    assert replay(hub, "snk", timeout=0.5) == {}
+    retried = hub.fetch("snk.retry", 0, 0)
+    assert dict(next(retried.messages()).headers)["trunkline.topic"] == b"orders"
+    with pytest.raises(ConfigError, match="could not read"):
+        replay(hub, "src", timeout=0.5)
+
+
+def test_retry_topic_records_are_written_in_runs_of_their_topic() -> None:
+    batch = fetched("w.retry", 0, 10, [b"1", b"2", b"3"])
+    headers = [
+        [{"key": "trunkline.topic", "value": b"a"}],
+        [{"key": "trunkline.topic", "value": b"a"}],
+        [{"key": "trunkline.topic", "value": b"b"}],
+    ]
+    records = batch.records.set_column(
+        4, "headers", pa.array(headers, batch.records.schema.field("headers").type)
+    )
+    runs = list(_runs_by_topic(FetchedBatch("w.retry", 0, records, 13)))
+    assert [(t, len(b), b.next_offset) for t, b in runs] == [("a", 2, 12), ("b", 1, 13)]
+
+
+def test_leased_reader_reads_every_partition_and_commits(hub: EmbeddedHub) -> None:
+    hub.create_topic("t", TopicConfig(partitions=3))
+    hub.produce("t", [Record(f"v{i}".encode(), key=f"k{i}".encode()) for i in range(30)])
+    reader = LeasedReader(hub, "sink-x", ["t"])
+    assert len(reader.assignment()) == 3
+    got = sum(len(b) for b in reader.poll(0.5, 1000))
+    assert got == 30
+    reader.commit()
+    assert hub.committed("sink-x", "t") == hub.end_offsets("t")
+    reader.seek(TopicPartition("t", 0), 0)
+    assert reader.poll(0.5, 1000)
+
+
+# Sources: exactly once into the hub ---------------------------------------------------
+
+
+def test_source_recovers_records_written_after_its_checkpoint(
+    tmp_path: Path, env: TaskEnv, hub: EmbeddedHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(4):
+        (folder / f"{n}.csv").write_text("id\n" + "".join(f"{n * 1000 + i}\n" for i in range(300)))
+        past = time.time() - 60
+        os.utime(folder / f"{n}.csv", (past, past))
+    hub.create_topic("t", TopicConfig(partitions=3))
+    config = FilesConfig.model_validate(
+        {"path": "in", "topic": "t", "key": "id", "settle": "0s", "chunk_size": "512B"}
+    )
+    metrics = TaskMetrics("src", "source", "files")
+    task = SourceTask("src", "files", FilesSource, config, env, metrics)
+    # First life: only its first checkpoint (before anything was written) is saved, as if
+    # the process died before every later one.
+    saved: list[int] = []
+    original = SourceTask._checkpoint
+
+    def first_only(self: SourceTask, *args: Any) -> None:
+        if not saved:
+            saved.append(1)
+            original(self, *args)
+
+    monkeypatch.setattr(SourceTask, "_checkpoint", first_only)
+    run_until(task, lambda: metrics.counters.get("records", 0) >= 500)
+    written = sum(hub.end_offsets("t").values())
+    assert 500 <= written < 1200
+    monkeypatch.setattr(SourceTask, "_checkpoint", original)
+    task = SourceTask(
+        "src", "files", FilesSource, config, env, TaskMetrics("src", "source", "files")
+    )
+    run_until(task, lambda: sum(hub.end_offsets("t").values()) >= 1200 and _settled(env))
+    values = []
+    for partition, end in hub.end_offsets("t").items():
+        values += hub.fetch("t", partition, 0, max_records=end).records.column("value").to_pylist()
+    ids = sorted(json.loads(v)["id"] for v in values)
+    assert ids == sorted(n * 1000 + i for n in range(4) for i in range(300))
+    assert len(produced_ids(hub, "t", "src", {})) == 1200
+
+
+def _settled(env: TaskEnv) -> bool:
+    saved = env.checkpoints.load("source-src") or {}
+    state = saved.get("state") or {}
+    return len(state.get("done", {})) == 4
+
+
+# Sinks: backpressure and supervision ---------------------------------------------------
+
+
+class PickyConfig(SinkSettings):
+    pass
+
+
+class PickySink(Sink):
+    """Pushes back on its first writes, then keeps what it gets."""
+
+    Config: ClassVar[type[PickyConfig]] = PickyConfig
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    received: ClassVar[list[tuple[int, int]]] = []
+    routed: ClassVar[list[tuple[str, str]]] = []
+    refusals: ClassVar[int] = 0
+
+    def open(self, context: ConnectorContext) -> None:
+        self._done: dict[TopicPartition, int] = {}
+
+    def write_batch(self, topic: str, batch: FetchedBatch) -> None:
+        if PickySink.refusals > 0:
+            PickySink.refusals -= 1
+            raise Backpressure("busy", retry_after=0.05)
+        offsets = batch.records.column("offset").to_pylist()
+        PickySink.received += [(batch.partition, o) for o in offsets]
+        PickySink.routed += [(topic, batch.topic)] * len(offsets)
+        self._done[TopicPartition(batch.topic, batch.partition)] = batch.next_offset
+
+    def snapshot(self) -> dict[TopicPartition, int]:
+        done, self._done = self._done, {}
+        return done
+
+    def revoke(self, partitions: Collection[TopicPartition]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_backpressure_pauses_and_nothing_is_lost(env: TaskEnv, hub: EmbeddedHub) -> None:
+    hub.create_topic("t", TopicConfig(partitions=2))
+    for _ in range(5):
+        hub.produce("t", [Record(b"x" * 100, key=str(i).encode()) for i in range(400)])
+    PickySink.received = []
+    PickySink.refusals = 3
+    config = PickyConfig.model_validate({"topics": ["t"], "linger": "20ms", "batch_records": 300})
+    metrics = TaskMetrics("picky", "sink", "picky")
+    task = SinkTask("picky", "picky", PickySink, config, env, metrics)
+    run_until(task, lambda: len(set(PickySink.received)) == 2000)
+    assert metrics.counters["backpressure"] == 3
+    assert hub.committed("sink-picky", "t") == hub.end_offsets("t")
+    assert env.budget.used == 0  # everything buffered was given back
+
+
+class Failing(Task):
+    kind = "sink"
+
+    def __init__(self, env: TaskEnv, errors: list[Exception]) -> None:
+        super().__init__("f", "test", env, TaskMetrics("f", "sink", "test"))
+        self.errors = errors
+        self.lives = 0
+
+    def run_once(self, stop: threading.Event) -> None:
+        self.lives += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        stop.wait()
+
+
+def test_supervisor_restarts_retryable_failures_and_stops_on_permanent(env: TaskEnv) -> None:
+    stop = threading.Event()
+    task = Failing(env, [ConnectorError("flaky", retryable=True), RuntimeError("bug")])
+    supervisor = Supervisor(task, stop, lease=None, backoff=Backoff(0.01, 0.02))
+    supervisor.start()
+    deadline = time.monotonic() + 10
+    while task.lives < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert task.metrics.counters["restarts"] == 2
+    assert "RuntimeError: bug" in task.metrics.last_error
+    stop.set()
+    supervisor.join(5)
+    assert task.metrics.state == "stopped"
+
+    stop = threading.Event()
+    task = Failing(env, [IncompatibleChange("column 'n' changed type")])
+    supervisor = Supervisor(task, stop, lease=None, backoff=Backoff(0.01, 0.02))
+    supervisor.start()
+    supervisor.join(5)
+    assert task.metrics.state == "failed"
+    assert "column 'n' changed type" in task.metrics.last_error
+    assert task.lives == 1
+
+
+def test_exclusive_task_waits_as_standby(env: TaskEnv, tmp_path: Path) -> None:
+    holder = FileLease(tmp_path / "lease")
+    assert holder.acquire()
+    stop = threading.Event()
+    task = Failing(env, [])
+    supervisor = Supervisor(
+        task, stop, lease=FileLease(tmp_path / "lease"), backoff=Backoff(0.01, 0.02)
+    )
+    supervisor.start()
+    time.sleep(0.2)
+    assert task.metrics.state == "standby" and task.lives == 0
+    holder.release()
+    deadline = time.monotonic() + 10
+    while task.lives == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert task.metrics.state == "running"
+    stop.set()
+    supervisor.join(5)
+
+
+# The runner ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def picky_registered() -> Iterator[None]:
+    SINKS.register("picky", PickySink)
+    yield
+    SINKS._entries.pop("picky", None)
+    SINKS._loaded.pop("picky", None)
+
+
+@pytest.mark.usefixtures("picky_registered")
+def test_runner_prepares_topics_serves_metrics_and_checks_names(tmp_path: Path) -> None:
+    (tmp_path / "trunkline.yaml").write_text(
+        "topics:\n  t: {partitions: 2}\nsinks:\n  picky: {type: picky, topics: [t], linger: 20ms}\n"
+    )
+    with Project.open(tmp_path) as project:
+        with pytest.raises(ConfigError, match="did you mean 'picky'"):
+            Runner(project, RunOptions(only=("picy",)))
+        PickySink.refusals = 0
+        PickySink.received = []
+        runner = Runner(project, RunOptions(metrics_address=("127.0.0.1", 0), status_interval=0.1))
+        runner.start()
+        try:
+            assert {"t", "picky.dlq", "picky.retry"} <= set(project.hub.list_topics())
+            project.hub.produce("t", [Record(b"v")])
+            deadline = time.monotonic() + 10
+            while not PickySink.received and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with urllib.request.urlopen(runner.metrics_url, timeout=5) as response:
+                text = response.read().decode()
+            assert 'trunkline_connector_up{connector="picky"' in text
+        finally:
+            runner.shutdown()
+        (status,) = read_status(tmp_path / ".trunkline" / "status")
+        assert status.document["state"] == "stopped"
+        assert status.tasks[0]["name"] == "picky"
+
+
+def test_replayed_dead_letters_reach_the_sink_under_their_topic(
+    env: TaskEnv, hub: EmbeddedHub
+) -> None:
+    hub.create_topic("t")
+    batch = fetched("t", 0, 7, [b"a", b"b"])
+    HubDeadLetters(hub, "picky").write_records(batch, [0, 1], ["no", "no"], topic="t")
+    assert replay(hub, "picky", to="retry", timeout=0.5) == {"picky.retry": 2}
+    PickySink.received, PickySink.routed, PickySink.refusals = [], [], 0
+    config = PickyConfig.model_validate({"topics": ["t"], "linger": "20ms"})
+    task = SinkTask("picky", "picky", PickySink, config, env, TaskMetrics("picky", "sink", "x"))
+    run_until(task, lambda: len(PickySink.routed) == 2)
+    assert PickySink.routed == [("t", "picky.retry")] * 2
+    # Or back into the original topic, for every reader (the replay group moved on already,
+    # so new dead letters only).
+    HubDeadLetters(hub, "picky").write_records(batch, [1], ["no"], topic="t")
+    assert replay(hub, "picky", to="topic", timeout=0.5) == {"t": 1}
+    (message,) = hub.fetch("t", 0, 0).messages()
+    assert message.value == b"b" and not [k for k, _ in message.headers if k.startswith("trunk")]
