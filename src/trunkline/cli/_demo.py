@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.panel import Panel
@@ -70,8 +71,11 @@ def render_demo(directory: Path | None, scale: float) -> None:
     console.print(revenue)
     if result.pipeline is not None:
         _render_pipeline(result)
+    # Name the command as it was run (.venv/bin/trunkline under `make demo`), so the hint
+    # works without activating the virtual environment.
+    command = sys.argv[0] if sys.argv and sys.argv[0].endswith("trunkline") else "trunkline"
     console.print(
-        f"project left in {result.project_dir}; try: trunkline -p {result.project_dir} topic list"
+        f"project left in {result.project_dir}; try: {command} -p {result.project_dir} topic list"
     )
 
 
