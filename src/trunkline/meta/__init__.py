@@ -10,6 +10,7 @@ from trunkline.meta._store import MetaStore
 from trunkline.meta._types import (
     KEEP,
     Column,
+    ColumnStats,
     Dataset,
     DatasetKind,
     DatasetLike,
@@ -24,6 +25,7 @@ from trunkline.meta._types import (
 __all__ = [
     "KEEP",
     "Column",
+    "ColumnStats",
     "Dataset",
     "DatasetKind",
     "DatasetLike",

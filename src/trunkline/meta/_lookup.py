@@ -190,4 +190,5 @@ def to_dataset(row: sa.Row[Any]) -> Dataset:
         stats_updated_at=m["stats_updated_at"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        stats_source=m["stats_source"],
     )

@@ -99,6 +99,9 @@ datasets = sa.Table(
     sa.Column("stats_updated_at", UTCDateTime(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # Where row_count and byte_count came from (added by 0003): "pg_class.reltuples",
+    # "analyze", "hub offsets"... EXPLAIN shows it beside every estimate.
+    sa.Column("stats_source", sa.String(200), nullable=True),
     sa.UniqueConstraint("system_id", "name"),
     # resolve() looks names up across systems.
     sa.Index(None, "name"),
@@ -195,4 +198,40 @@ registry_configs = sa.Table(
     sa.Column("compatibility", sa.String(32), nullable=True),
     sa.Column("json_policy", sa.String(16), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Planner statistics (trunkline.planner) ----------------------------------------------------
+
+# Per-column statistics; min and max are JSON text so that numbers stay numbers and dates
+# stay ISO strings whatever the database.
+column_stats = sa.Table(
+    "column_stats",
+    metadata,
+    sa.Column("dataset_id", Id, _fk("datasets.id"), primary_key=True),
+    sa.Column("column_name", sa.String(DATASET_NAME_LENGTH), primary_key=True),
+    sa.Column("distinct_count", sa.BigInteger(), nullable=True),
+    sa.Column("null_count", sa.BigInteger(), nullable=True),
+    sa.Column("min_value", sa.Text(), nullable=True),
+    sa.Column("max_value", sa.Text(), nullable=True),
+    sa.Column("avg_width", sa.Float(), nullable=True),
+    sa.Column("source", sa.String(SHORT_TEXT_LENGTH), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Speed factors measured on this machine by `trunkline calibrate`, per engine.
+engine_calibration = sa.Table(
+    "engine_calibration",
+    metadata,
+    sa.Column("engine", sa.String(SYSTEM_NAME_LENGTH), primary_key=True),
+    sa.Column("factor", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Float(), nullable=False),
+    sa.Column("measured_at", UTCDateTime(), nullable=False),
+)
+
+# The SQL of datasets of kind "view": queries over other catalog names.
+dataset_views = sa.Table(
+    "dataset_views",
+    metadata,
+    sa.Column("dataset_id", Id, _fk("datasets.id"), primary_key=True),
+    sa.Column("sql", sa.Text(), nullable=False),
 )

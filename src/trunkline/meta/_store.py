@@ -13,7 +13,7 @@ from alembic.util import CommandError
 from sqlalchemy import exc
 
 from trunkline.errors import ConfigError, MetaError
-from trunkline.meta import _lineage, _lookup
+from trunkline.meta import _lineage, _lookup, _stats
 from trunkline.meta import _validation as check
 from trunkline.meta._engine import WRITE_OPTION, StoreUrl, create_engine, parse_url, translate
 from trunkline.meta._migrate import upgrade
@@ -21,6 +21,7 @@ from trunkline.meta._schema import datasets, systems
 from trunkline.meta._types import (
     KEEP,
     Column,
+    ColumnStats,
     Dataset,
     DatasetKind,
     DatasetLike,
@@ -331,16 +332,24 @@ class MetaStore:
             return _lookup.to_dataset(_lookup.resolve_row(conn, name))
 
     def set_stats(
-        self, system: str, name: str, *, rows: int | None, size_bytes: int | None
+        self,
+        system: str,
+        name: str,
+        *,
+        rows: int | None,
+        size_bytes: int | None,
+        source: str | None = None,
     ) -> Dataset:
         """Record a measurement of the dataset's size; None means "not measured".
 
         Both numbers are replaced together (they describe one measurement) and
-        ``stats_updated_at`` is set to now; ``updated_at`` is left alone.
+        ``stats_updated_at`` is set to now; ``updated_at`` is left alone. ``source`` says
+        where they came from (``pg_class.reltuples``, ``analyze``, ``hub offsets``...).
         """
         values = {
             "row_count": check.statistic("row count", rows),
             "byte_count": check.statistic("byte size", size_bytes),
+            "stats_source": None if source is None else check.text("stats source", source),
         }
         with self._write() as conn:
             row = _lookup.dataset_row(conn, system, name)
@@ -350,6 +359,47 @@ class MetaStore:
                 .values(**values, stats_updated_at=_lookup.now())
             )
             return _lookup.to_dataset(_lookup.dataset_row(conn, system, name))
+
+    # Planner statistics --------------------------------------------------------------------
+
+    def set_column_stats(self, system: str, name: str, stats: Sequence[ColumnStats]) -> None:
+        """Replace the per-column statistics of a dataset (``trunkline analyze`` writes them).
+
+        Example:
+            >>> with MetaStore.open("sqlite://") as store:
+            ...     _ = store.upsert_system("lake", "parquet", "/data/lake")
+            ...     _ = store.upsert_dataset("lake", "orders", "fileset")
+            ...     store.set_column_stats("lake", "orders", [ColumnStats("id", distinct=10)])
+            ...     store.column_stats("lake", "orders")["id"].distinct
+            10
+        """
+        with self._write() as conn:
+            _stats.replace_columns(conn, _lookup.dataset_row(conn, system, name).id, stats)
+
+    def column_stats(self, system: str, name: str) -> dict[str, ColumnStats]:
+        """The per-column statistics of a dataset, by column name (empty: never analyzed)."""
+        with self._read() as conn:
+            return _stats.read_columns(conn, _lookup.dataset_row(conn, system, name).id)
+
+    def set_calibration(self, engine: str, factors: Mapping[str, float]) -> None:
+        """Store speed factors measured for ``engine`` (``trunkline calibrate``)."""
+        with self._write() as conn:
+            _stats.write_calibration(conn, engine, factors)
+
+    def calibration(self) -> dict[str, dict[str, float]]:
+        """Every stored speed factor: ``{engine: {factor: value}}``."""
+        with self._read() as conn:
+            return _stats.read_calibration(conn)
+
+    def set_view(self, system: str, name: str, sql: str) -> None:
+        """Store the SQL of a dataset of kind ``view`` (a query over other catalog names)."""
+        with self._write() as conn:
+            _stats.write_view(conn, _lookup.dataset_row(conn, system, name).id, sql)
+
+    def view_sql(self, system: str, name: str) -> str | None:
+        """The SQL of a view dataset, None if the dataset has none."""
+        with self._read() as conn:
+            return _stats.read_view(conn, _lookup.dataset_row(conn, system, name).id)
 
     # Lineage -------------------------------------------------------------------------------
 

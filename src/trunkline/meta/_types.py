@@ -88,7 +88,8 @@ class Dataset:
     """A topic, table, view or set of files inside a system, with its catalog entries.
 
     ``rows`` and ``size_bytes`` are the last measured statistics (None: never measured);
-    ``stats_updated_at`` says when. ``updated_at`` changes only when a catalog field changes.
+    ``stats_updated_at`` says when and ``stats_source`` how (``pg_class.reltuples``,
+    ``analyze``...). ``updated_at`` changes only when a catalog field changes.
     """
 
     system: str
@@ -104,6 +105,7 @@ class Dataset:
     stats_updated_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    stats_source: str | None = None
 
     @property
     def ref(self) -> DatasetRef:
@@ -131,6 +133,25 @@ class LineageEdge:
     last_seen: datetime
     last_run_id: str
     run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnStats:
+    """Statistics of one column, as the planner estimates with them.
+
+    ``minimum`` and ``maximum`` are JSON scalars (numbers, or text: dates and timestamps as
+    ISO strings); None means unknown. ``source`` says where they came from (``analyze``,
+    ``pg_stats``, ``parquet metadata``...).
+    """
+
+    column: str
+    distinct: int | None = None
+    nulls: int | None = None
+    minimum: Any = None
+    maximum: Any = None
+    avg_width: float | None = None
+    source: str = "analyze"
+    updated_at: datetime | None = None
 
 
 #: What the lineage methods accept for a dataset: the value, its ref, or a name to resolve.

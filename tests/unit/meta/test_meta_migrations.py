@@ -21,10 +21,11 @@ def test_migrations_ship_in_the_package() -> None:
         "script.py.mako",
         "versions/0001_initial.py",
         "versions/0002_schema_registry.py",
+        "versions/0003_planner_stats.py",
     ):
         assert (package / "migrations" / name).is_file(), name
     assert MIGRATIONS.is_relative_to(Path(trunkline.meta.__file__).parent)
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
 
 
 def test_fresh_database_is_at_head(tmp_path: Path) -> None:
