@@ -6,8 +6,10 @@ with the reason in the ``-ra`` summary; see :func:`require_service`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -78,3 +80,29 @@ def postgres_db(postgres_service: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def cdc_db(postgres_db: str) -> Iterator[str]:
+    """:func:`postgres_db` for tests that create replication slots: the slots of the database
+    (which would keep it from being dropped) are dropped first."""
+    yield postgres_db
+    import psycopg
+
+    name = make_url(postgres_db).database
+    with psycopg.connect(postgres_db, autocommit=True, connect_timeout=10) as conn:
+        for _ in range(50):
+            rows = conn.execute(
+                "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
+                [name],
+            ).fetchall()
+            if not rows:
+                break
+            for slot, pid in rows:
+                if pid is not None:
+                    conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+                    continue
+                # Active again, or dropped meanwhile: the next round sees.
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+            time.sleep(0.1)

@@ -4,7 +4,10 @@
 TrunklineError                  root; `retryable` tells retry policies whether to try again
 ├── ConfigError                 a project file, CLI argument or connector config is wrong (exit 2)
 │   ├── MissingDependency       an optional extra is not installed; names the pip command
-│   └── InvalidContract         a data contract file is broken: ``problems`` with file:line:column
+│   ├── InvalidContract         a data contract file is broken: ``problems`` with file:line:column
+│   └── PlanningError           SQL the planner cannot place: unknown or ambiguous names (with
+│                               a "did you mean"), a construct no engine runs, types that do
+│                               not match across sources
 ├── HubError                    the log hub refused or failed an operation
 │   ├── TopicNotFound
 │   ├── TopicExists
@@ -23,6 +26,8 @@ TrunklineError                  root; `retryable` tells retry policies whether t
 │   ├── NotFound                a catalog entry (system, dataset) does not exist
 │   ├── AmbiguousName           a short dataset name matches several datasets; lists them
 │   └── MetaUnavailable         the store cannot be reached or stayed locked; retryable
+├── EngineError                 an engine (DuckDB, PostgreSQL, Spark, the hub) failed to run a
+│                               plan step; names the engine and the step
 ├── ConnectorError              a source or sink failed; `retryable` may be set per error
 │   ├── Backpressure            the target cannot take more now; retry after `retry_after`
 │   ├── TargetUnavailable       the target cannot be reached (network, lock, disk); retryable
@@ -67,6 +72,7 @@ __all__ = [
     "ConnectorError",
     "ContractViolation",
     "CorruptSegment",
+    "EngineError",
     "HubError",
     "IncompatibleChange",
     "IncompatibleSchema",
@@ -84,6 +90,7 @@ __all__ = [
     "NotFound",
     "OffsetOutOfRange",
     "PartitionNotFound",
+    "PlanningError",
     "ReferenceExists",
     "SchemaError",
     "SchemaNotFound",
@@ -145,6 +152,33 @@ class InvalidContract(ConfigError):
     def __init__(self, message: str, *, problems: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.problems = problems
+
+
+class PlanningError(ConfigError):
+    """The planner cannot place this SQL; nothing was run or written.
+
+    ``construct`` names what stopped it when that is one piece of the query (a function, a
+    column, a table); ``candidates`` lists the names meant, for ambiguous names.
+    """
+
+    def __init__(
+        self, message: str, *, construct: str | None = None, candidates: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.construct = construct
+        self.candidates = candidates
+
+
+class EngineError(TrunklineError):
+    """An engine failed to run a step of a plan; the message names the engine and the step.
+
+    Connection failures are ``retryable``; errors in the SQL an engine was sent are not.
+    """
+
+    def __init__(self, message: str, *, engine: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.engine = engine
+        self.retryable = retryable
 
 
 class HubError(TrunklineError):

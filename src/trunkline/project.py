@@ -240,7 +240,13 @@ class Project:
             kwargs = {"owner": spec.owner, "description": spec.description, "tags": spec.tags}
         meta.upsert_dataset(HUB_SYSTEM, described.name, "topic", **kwargs)
         size = sum(p.size_bytes or 0 for p in described.partitions)
-        return meta.set_stats(HUB_SYSTEM, described.name, rows=described.records, size_bytes=size)
+        return meta.set_stats(
+            HUB_SYSTEM,
+            described.name,
+            rows=described.records,
+            size_bytes=size,
+            source="hub offsets",
+        )
 
     def sync_catalog(self) -> list[Dataset]:
         """Make the catalog's hub datasets match the hub's topics (stats included)."""

@@ -15,22 +15,18 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import ipaddress
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trunkline import __version__
+from trunkline._access import TokenAuth, exposure_problem
 from trunkline.api.registry import DEFAULT_MAX_BODY_BYTES, HttpProblem, registry_router, respond
-from trunkline.errors import ConfigError, MetaError, SchemaError, TrunklineError
+from trunkline.errors import MetaError, SchemaError, TrunklineError
 from trunkline.schemas import SchemaRegistry
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "TOKEN_ENV", "check_exposure", "create_app", "serve"]
@@ -78,14 +74,15 @@ def check_exposure(host: str, token: str | None) -> None:
     Raises:
         ConfigError: ``host`` is not a loopback address and there is no token.
     """
-    if token or _loopback(host):
-        return
-    raise ConfigError(
-        f"refusing to serve on {host!r} without a token: anyone who can reach it could "
-        f"change or delete schemas. Set {TOKEN_ENV} (clients then send it as "
-        "'Authorization: Bearer <token>' or basic.auth.user.info=<user>:<token>), or bind "
-        "127.0.0.1"
+    problem = exposure_problem(
+        host,
+        token,
+        risk="change or delete schemas",
+        how=f"Set {TOKEN_ENV} (clients then send it as 'Authorization: Bearer <token>' or "
+        "basic.auth.user.info=<user>:<token>)",
     )
+    if problem is not None:
+        raise problem
 
 
 def serve(
@@ -102,53 +99,6 @@ def serve(
     check_exposure(host, token)
     app = create_app(registry, token=token, max_body_bytes=max_body_bytes)
     uvicorn.run(app, host=host, port=port, log_level="info")
-
-
-def _loopback(host: str) -> bool:
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve anywhere
-
-
-class TokenAuth:
-    """ASGI middleware: every HTTP request must carry the token (Bearer or Basic password)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._authorized(scope):
-            await self.app(scope, receive, send)
-            return
-        response = JSONResponse(
-            {
-                "error_code": 401,
-                "message": "unauthorized: send the API token as a Bearer token "
-                "or as the password of Basic auth",
-            },
-            status_code=401,
-            headers={"WWW-Authenticate": 'Basic realm="trunkline"'},
-        )
-        await response(scope, receive, send)
-
-    def _authorized(self, scope: Scope) -> bool:
-        header = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, value = header.partition(b" ")
-        scheme = scheme.lower()
-        if scheme == b"bearer":
-            return hmac.compare_digest(value.strip(), self.token)
-        if scheme == b"basic":
-            try:
-                decoded = base64.b64decode(value.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                return False
-            password = decoded.partition(b":")[2]
-            return hmac.compare_digest(password, self.token)
-        return False
 
 
 def _error(request: Request, status: int, code: int, message: str) -> Response:

@@ -24,6 +24,15 @@ from trunkline.cli._contract import contract_app, perf_contracts
 from trunkline.cli._groups import group_app
 from trunkline.cli._hub import hub_app
 from trunkline.cli._perf import perf_app
+from trunkline.cli._planner import (
+    analyze,
+    calibrate,
+    catalog_add,
+    flow_app,
+    perf_planner,
+    plan,
+    query,
+)
 from trunkline.cli._project import config_app, init, validate
 from trunkline.cli._records import consume, produce
 from trunkline.cli._runtime import dlq_app, perf_sink, run, status
@@ -108,10 +117,17 @@ app.command("status")(status)
 app.add_typer(config_app, name="config")
 app.add_typer(topic_app, name="topic")
 app.add_typer(group_app, name="group")
+catalog_app.command("add")(catalog_add)
 app.add_typer(catalog_app, name="catalog")
+app.command("analyze")(analyze)
+app.command("query")(query)
+app.command("plan")(plan)
+app.command("calibrate")(calibrate)
+app.add_typer(flow_app, name="flow")
 app.add_typer(hub_app, name="hub")
 perf_app.command("sink")(perf_sink)
 perf_app.command("contracts")(perf_contracts)
+perf_app.command("planner")(perf_planner)
 app.add_typer(perf_app, name="perf")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(schema_app, name="schema")

@@ -79,3 +79,52 @@ def perf_hub(
     else:
         figures = run_embedded(directory, ack=ack, **sizes)
     _print(figures, as_json)
+
+
+@perf_app.command("cdc")
+def perf_cdc(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TRUNKLINE_POSTGRES_DSN",
+            help="A PostgreSQL server with wal_level=logical where a scratch database may be "
+            "created (scripts/services/postgres start prints one).",
+        ),
+    ] = None,
+    rows: Annotated[int, typer.Option(min=1000, help="Rows of the snapshot table.")] = 1_000_000,
+    stream_rows: Annotated[int, typer.Option(min=1000, help="Changes to stream.")] = 1_000_000,
+    repeats: Annotated[int, typer.Option(min=1, help="Snapshot runs per figure (median).")] = 3,
+    latency_seconds: Annotated[
+        float, typer.Option(min=1, help="How long to write at 1,000 rows/s.")
+    ] = 10.0,
+    peer: Annotated[bool, typer.Option(help="Load the same table with dlt, side by side.")] = True,
+    big: Annotated[
+        bool, typer.Option("--big", help="Also measure memory while snapshotting 5M rows.")
+    ] = False,
+    directory: Annotated[
+        Path | None, typer.Option(help="Where to put the benchmark's files (a temp folder).")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="A small run (for smoke tests).")] = False,
+) -> None:
+    """Postgres CDC: snapshot vs COPY, streaming vs pg_recvlogical, latency, dlt, memory."""
+    from trunkline.perf.cdc import run_cdc_benchmark
+
+    if not dsn:
+        raise bad_input(
+            "--dsn postgresql://... (or TRUNKLINE_POSTGRES_DSN) is needed: a server with "
+            "wal_level=logical; scripts/services/postgres start prints one"
+        )
+    if quick:
+        rows, stream_rows, repeats, latency_seconds = 20_000, 20_000, 1, 2.0
+    figures = run_cdc_benchmark(
+        dsn,
+        directory,
+        rows=rows,
+        stream_rows=stream_rows,
+        repeats=repeats,
+        latency_seconds=latency_seconds,
+        peer=peer,
+        big_rows=5_000_000 if big else 0,
+    )
+    _print(figures, as_json)

@@ -370,6 +370,13 @@ def perf_sink(
     ] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Runs per figure (the median).")] = 3,
     quick: Annotated[bool, typer.Option(help="A small run (for smoke tests).")] = False,
+    postgres_dsn: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TRUNKLINE_POSTGRES_DSN",
+            help="Also measure the postgres sink against COPY, in a scratch database there.",
+        ),
+    ] = None,
 ) -> None:
     """DuckDB and Parquet sink throughput, with DuckDB and pyarrow baselines in the same run."""
     from trunkline.perf.sink import run_sink_benchmark
@@ -379,6 +386,7 @@ def perf_sink(
         rows=20_000 if quick else rows,
         partitions=partitions,
         repeats=1 if quick else repeats,
+        postgres_dsn=postgres_dsn,
     )
     if as_json:
         sys.stdout.write(json.dumps(figures) + "\n")

@@ -25,5 +25,11 @@ SOURCES: Registry[type[Any]] = Registry("source", entry_point_group="trunkline.s
 SINKS: Registry[type[Any]] = Registry("sink", entry_point_group="trunkline.sinks")
 
 SOURCES.register("files", "trunkline.connectors.sources.files:FilesSource")
+SOURCES.register("http", "trunkline.connectors.sources.http:HttpSource")
+SOURCES.register(
+    "postgres_cdc", "trunkline.connectors.sources.postgres_cdc:PostgresCdcSource", extra="postgres"
+)
 SINKS.register("duckdb", "trunkline.connectors.sinks.duckdb:DuckDBSink")
 SINKS.register("parquet", "trunkline.connectors.sinks.parquet:ParquetSink")
+SINKS.register("postgres", "trunkline.connectors.sinks.postgres:PostgresSink", extra="postgres")
+SINKS.register("iceberg", "trunkline.connectors.sinks.iceberg:IcebergSink", extra="iceberg")

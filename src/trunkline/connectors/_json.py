@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from trunkline.connectors._sql import quote_identifier, quote_literal
+from trunkline.contracts._codec import HEADER_BYTES as WIRE_PREFIX
+from trunkline.contracts._codec import MAGIC as WIRE_MAGIC
 
 __all__ = ["Decoded", "JsonEncoder", "concat_tables", "decode_json", "promote_timestamps"]
 
@@ -123,6 +125,9 @@ class Decoded:
 def decode_json(values: pa.Array | pa.ChunkedArray) -> Decoded:
     """Parse JSON object values into Arrow; nulls (tombstones) are skipped, not bad.
 
+    Values in Confluent's wire format (topics with a contract) are read without their
+    5-byte prefix.
+
     Example:
         >>> out = decode_json(pa.array([b'{"a": 1}', None, b"oops", b'{"a": 2.5}']))
         >>> out.table.to_pylist(), out.rows.tolist(), [i for i, _ in out.bad]
@@ -135,6 +140,7 @@ def decode_json(values: pa.Array | pa.ChunkedArray) -> Decoded:
     present = np.flatnonzero(np.asarray(values.is_valid()))
     if len(present) < len(values):
         values = values.take(pa.array(present))
+    values = _unframed(values)
     bad: list[tuple[int, str]] = []
     keep = present
     empty = np.asarray(pc.equal(pc.binary_length(values), 0).fill_null(False))
@@ -158,6 +164,20 @@ def decode_json(values: pa.Array | pa.ChunkedArray) -> Decoded:
         return Decoded(pa.table({}), np.zeros(0, np.int64), sorted(bad))
     table = concat_tables(tables)
     return Decoded(promote_timestamps(table), np.concatenate(rows), sorted(bad))
+
+
+def _unframed(values: pa.BinaryArray) -> pa.BinaryArray:
+    """Values without the wire format's prefix (magic byte 0, 4-byte schema id), if any.
+
+    A value that starts with the magic byte but is too short stays as it is: it does not
+    parse, and is reported like any other bad value.
+    """
+    framed = pc.and_(
+        pc.starts_with(values, WIRE_MAGIC), pc.greater_equal(pc.binary_length(values), WIRE_PREFIX)
+    )
+    if not pc.any(framed).as_py():
+        return values
+    return pc.if_else(framed, pc.binary_slice(values, WIRE_PREFIX, 2**31 - 1), values)
 
 
 def _decode(

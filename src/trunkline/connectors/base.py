@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, TypeAlias
@@ -27,6 +27,7 @@ from pydantic_core import InitErrorDetails
 
 from trunkline.config import ConfigModel, Duration, Size
 from trunkline.config._problems import invalid
+from trunkline.connectors.transforms import SinkStep, SourceStep
 from trunkline.errors import ConfigError
 from trunkline.hub import FetchedBatch, Hub, TopicPartition
 from trunkline.hub._types import check_topic_name
@@ -40,6 +41,7 @@ __all__ = [
     "ConnectorContext",
     "DeadLetter",
     "DeadLetterSink",
+    "Delivery",
     "JSONValue",
     "Metrics",
     "Offsets",
@@ -97,6 +99,12 @@ class SourceSettings(ConfigModel):
         "wait, doubled (with jitter) for each failure in a row.",
     )
     retry_max_backoff: Duration = Field(30_000, description="The longest wait between retries.")
+    transforms: tuple[SourceStep, ...] = Field(
+        (),
+        description="Stateless steps applied to every batch before it is written to the hub, "
+        "in order: filter, select, rename, cast, hash, mask, route (see "
+        "trunkline.connectors.transforms).",
+    )
 
 
 class SinkSettings(ConfigModel):
@@ -129,6 +137,11 @@ class SinkSettings(ConfigModel):
         "wait, doubled (with jitter) for each failure in a row.",
     )
     retry_max_backoff: Duration = Field(30_000, description="The longest wait between retries.")
+    transforms: tuple[SinkStep, ...] = Field(
+        (),
+        description="Stateless steps applied to every batch before the sink writes it, in "
+        "order: filter, select, rename, cast, hash, mask (see trunkline.connectors.transforms).",
+    )
 
 
 # What connectors are given -----------------------------------------------------------
@@ -174,7 +187,13 @@ class DeadLetterSink(Protocol):
         ...
 
     def write_records(
-        self, batch: FetchedBatch, rows: Sequence[int], errors: Sequence[str], *, topic: str
+        self,
+        batch: FetchedBatch,
+        rows: Sequence[int],
+        errors: Sequence[str],
+        *,
+        topic: str,
+        stage: Literal["sink", "transform"] = "sink",
     ) -> None:
         """Dead-letter rows of a fetched batch, keeping key, value and headers as they were.
 
@@ -262,6 +281,27 @@ class Capabilities:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """What became of a :class:`SourceBatch`, as the runtime reports it to ``on_delivery``.
+
+    Attributes:
+        written: Records now durable in the hub.
+        dead_lettered: Records sent to a dead-letter topic instead (a topic's contract with
+            policy ``dead_letter``, or a transform).
+        filtered: Records a transform's ``filter`` dropped.
+        error: Why the batch was refused, if it was: an
+            :class:`~trunkline.errors.InvalidRecord` (such as a
+            :class:`~trunkline.errors.ContractViolation`) means nothing of it was written and
+            the source goes on; any other error also stops this life of the source.
+    """
+
+    written: int = 0
+    dead_lettered: int = 0
+    filtered: int = 0
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SourceBatch:
     """Records for one topic, as a source returns them from :meth:`Source.poll`.
 
@@ -279,6 +319,10 @@ class SourceBatch:
             replay and not written again.
         dead_letters: Input that could not be read (bad lines...), for the dead-letter
             topic; ``dead_letter_ids`` work like ``ids`` for them.
+        on_delivery: Called by the runtime, from its thread, once the batch is durable in
+            the hub or was refused (see :class:`Delivery`): a source that answers a client
+            (``http``) answers there. With it, a refused batch is reported to it instead of
+            failing the source.
     """
 
     topic: str
@@ -287,6 +331,7 @@ class SourceBatch:
     ids: pa.Array | None = None
     dead_letters: tuple[DeadLetter, ...] = ()
     dead_letter_ids: tuple[str, ...] = ()
+    on_delivery: Callable[[Delivery], None] | None = None
 
 
 class Source(ABC):
@@ -299,8 +344,9 @@ class Source(ABC):
     3. :meth:`open` with the context and the last checkpointed ``state`` (None on the first
        run): connect, validate, register datasets and lineage. Everything it needs to
        continue must be derivable from ``state``.
-    4. :meth:`poll` in a loop. The runtime writes each returned batch to the hub and waits
-       until it is durable before polling again.
+    4. :meth:`poll` in a loop. The runtime applies the ``transforms`` of the settings,
+       writes each returned batch to the hub and waits until it is durable before polling
+       again; then it calls the batch's ``on_delivery``, if any.
     5. :meth:`snapshot` every ``checkpoint_interval`` and before closing, only after every
        batch polled so far is durable; its value is saved and given back to ``open`` after a
        restart. It must be JSON and should stay small (kilobytes).
@@ -366,7 +412,9 @@ class Sink(ABC):
     4. :meth:`assign` whenever the group gives this process partitions; an exactly-once sink
        returns the offsets its target has applied, and reading resumes there.
     5. :meth:`write_batch` with the records of one partition, in offset order, as often as
-       the runtime's batching decides; the sink may buffer or stage them.
+       the runtime's batching decides (after the ``transforms`` of the settings: records a
+       ``filter`` dropped are missing, but ``next_offset`` still covers them); the sink may
+       buffer or stage them.
     6. :meth:`snapshot` after one or more ``write_batch`` calls: make the written records
        durable in the target and return, per partition, the next offset that is durable
        there. Only those offsets are committed to the hub (write, then commit:

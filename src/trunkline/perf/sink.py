@@ -9,7 +9,11 @@ target and their offsets committed:
   from the hub, decode the JSON values to Arrow, insert, store offsets in the same
   transaction, commit to the group;
 * ``duckdb_upsert_sink``: the same with ``mode: upsert`` (key ``order_id``);
-* ``parquet_sink``: a ``parquet`` sink (one file per partition, zstd).
+* ``parquet_sink``: a ``parquet`` sink (one file per partition, zstd);
+* ``iceberg_sink``: an ``iceberg`` sink (append, default commit settings), with its commits
+  per minute (when pyiceberg is installed);
+* ``postgres_sink`` and ``postgres_upsert_sink`` (given a PostgreSQL server): the
+  ``postgres`` sink appending, and upserting by ``order_id``, into a scratch database.
 
 Baselines, on the same rows:
 
@@ -18,7 +22,13 @@ Baselines, on the same rows:
   hub and no JSON;
 * ``duckdb_read_json``: DuckDB loading the same JSON values itself (``read_json`` of a
   newline-delimited file of them): what the JSON decoding alone costs in DuckDB;
-* ``parquet_write_table``: ``pyarrow.parquet.write_table`` of the typed table (zstd).
+* ``parquet_write_table``: ``pyarrow.parquet.write_table`` of the typed table (zstd);
+* ``iceberg_direct``: pyiceberg appending the typed table in one commit;
+* ``postgres_copy``: PostgreSQL's own ``COPY`` of the typed rows (CSV written by Arrow) into
+  a table, one transaction.
+
+With pyiceberg, ``iceberg_metadata`` adds how table metadata grows over many tiny commits,
+with pyiceberg's defaults and with the sink's maintenance (see :mod:`trunkline.perf.iceberg`).
 
 Ratios are sink / baseline (rows per second). Every figure is the median of ``repeats``
 runs.
@@ -26,6 +36,8 @@ runs.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import platform
 import shutil
@@ -77,6 +89,16 @@ sinks:
     target_file_size: 1GiB
     roll_interval: 10m
 """
+#: Added to the project when pyiceberg is installed (the ``iceberg`` extra).
+ICEBERG_SINK = """\
+  ice:
+    type: iceberg
+    warehouse: ice
+    topics: [bench]
+    batch_records: 200000
+    batch_bytes: 64MiB
+    linger: 100ms
+"""
 
 
 def _orders(rows: int) -> tuple[pa.Table, pa.Table]:
@@ -97,7 +119,9 @@ def _orders(rows: int) -> tuple[pa.Table, pa.Table]:
     return typed, data.orders
 
 
-def _run_sink(root: Path, sink: str, rows: int, *, drained: bool) -> float:
+def _run_sink(
+    root: Path, sink: str, rows: int, *, drained: bool, counters: dict[str, float] | None = None
+) -> float:
     """Seconds from ``trunkline run --only sink`` starting until ``rows`` records are durable.
 
     DuckDB rows are durable (and queryable) once their transaction commits, with their
@@ -126,6 +150,8 @@ def _run_sink(root: Path, sink: str, rows: int, *, drained: bool) -> float:
             runner.shutdown()
         if drained:
             elapsed = time.perf_counter() - started
+        if counters is not None:
+            counters.update(runner.samples()[0]["counters"])
         committed = project.hub.committed(group, "bench")
         if committed != ends:
             raise RuntimeError(f"sink {sink} committed {committed}, expected {ends}")
@@ -163,7 +189,12 @@ def _read_json_duckdb(path: Path, records: pa.Table, directory: Path) -> float:
 
 
 def run_sink_benchmark(
-    directory: Path | None = None, *, rows: int = 1_000_000, partitions: int = 1, repeats: int = 3
+    directory: Path | None = None,
+    *,
+    rows: int = 1_000_000,
+    partitions: int = 1,
+    repeats: int = 3,
+    postgres_dsn: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the figures (see the module docstring).
 
@@ -171,7 +202,14 @@ def run_sink_benchmark(
     the disk's and the machine's moods hit both alike.
     """
     base = Path(tempfile.mkdtemp(prefix="trunkline-perf-sink-", dir=directory))
+    postgres = contextlib.ExitStack()
     try:
+        pg_dsn = ""
+        if postgres_dsn:
+            from trunkline.perf._postgres import scratch_database
+
+            pg_dsn = postgres.enter_context(scratch_database(postgres_dsn))
+            os.environ["TRUNKLINE_PERF_PG_DSN"] = pg_dsn  # the project file's ${...}
         typed, records = _orders(rows)
         value_bytes = sum(len(v) for v in records.column("value").to_pylist()[:1000]) / 1000
         figures: dict[str, Any] = {
@@ -185,6 +223,14 @@ def run_sink_benchmark(
             "pyarrow": pa.__version__,
         }
         times: dict[str, list[float]] = {}
+        iceberg = importlib.util.find_spec("pyiceberg") is not None
+        commits: list[float] = []
+        if iceberg:
+            from trunkline.perf.iceberg import direct_append_seconds, metadata_growth
+
+            figures["iceberg_metadata"] = metadata_growth(
+                base / "metadata", commits=100 if rows < 100_000 else 400
+            )
 
         def timed(name: str, seconds: float) -> None:
             times.setdefault(name, []).append(seconds)
@@ -193,7 +239,12 @@ def run_sink_benchmark(
             work = base / f"round-{round_no}"
             root = work / "project"
             root.mkdir(parents=True)
-            (root / "trunkline.yaml").write_text(PROJECT.format(partitions=partitions))
+            text = PROJECT.format(partitions=partitions) + (ICEBERG_SINK if iceberg else "")
+            if pg_dsn:
+                from trunkline.perf._postgres import PG_SINKS
+
+                text += PG_SINKS
+            (root / "trunkline.yaml").write_text(text)
             with Project.open(root) as project:
                 project.apply_topics()
                 for batch in records.to_batches(max_chunksize=50_000):
@@ -206,6 +257,18 @@ def run_sink_benchmark(
             pq.write_table(typed, work / "direct.parquet", compression="zstd")
             timed("parquet_write_table", time.perf_counter() - started)
             timed("parquet_sink", _run_sink(root, "lake", rows, drained=True))
+            if iceberg:
+                timed("iceberg_direct", direct_append_seconds(work / "direct-ice", typed))
+                counters: dict[str, float] = {}
+                seconds = _run_sink(root, "ice", rows, drained=True, counters=counters)
+                timed("iceberg_sink", seconds)
+                commits.append(counters.get("commits", 0) / (seconds / 60))
+            if pg_dsn:
+                from trunkline.perf._postgres import copy_seconds
+
+                timed("postgres_copy", copy_seconds(pg_dsn, typed, f"direct_{round_no}"))
+                timed("postgres_sink", _run_sink(root, "pg", rows, drained=False))
+                timed("postgres_upsert_sink", _run_sink(root, "pg_upsert", rows, drained=False))
             shutil.rmtree(work, ignore_errors=True)
         median = {name: statistics.median(values) for name, values in times.items()}
         for name, seconds in median.items():
@@ -217,6 +280,18 @@ def run_sink_benchmark(
             ),
             "parquet_ratio": round(median["parquet_write_table"] / median["parquet_sink"], 3),
         }
+        if pg_dsn:
+            figures["postgres_ratio_vs_copy"] = round(
+                median["postgres_copy"] / median["postgres_sink"], 3
+            )
+            figures["postgres_upsert_ratio_vs_copy"] = round(
+                median["postgres_copy"] / median["postgres_upsert_sink"], 3
+            )
+        if iceberg:
+            figures["iceberg_ratio"] = round(median["iceberg_direct"] / median["iceberg_sink"], 3)
+            figures["iceberg_sink_commits_per_minute"] = round(statistics.median(commits), 1)
         return figures
     finally:
+        postgres.close()
+        os.environ.pop("TRUNKLINE_PERF_PG_DSN", None)
         shutil.rmtree(base, ignore_errors=True)

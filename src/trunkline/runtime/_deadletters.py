@@ -103,7 +103,13 @@ class HubDeadLetters:
             self.metrics.count("dead_letters", len(records))
 
     def write_records(
-        self, batch: FetchedBatch, rows: Sequence[int], errors: Sequence[str], *, topic: str
+        self,
+        batch: FetchedBatch,
+        rows: Sequence[int],
+        errors: Sequence[str],
+        *,
+        topic: str,
+        stage: Literal["sink", "transform"] = "sink",
     ) -> None:
         if not rows:
             return
@@ -133,7 +139,7 @@ class HubDeadLetters:
                     value=row["value"],
                     key=row["key"],
                     error=error,
-                    stage="sink",
+                    stage=stage,
                     origin=origin,
                     details=details,
                     headers=kept,

@@ -35,6 +35,7 @@ from trunkline.connectors.base import (
     dead_letter_topic,
     retry_topic,
 )
+from trunkline.connectors.transforms import route_topics
 from trunkline.errors import ConfigError, TopicExists, TopicNotFound
 from trunkline.project import Project
 from trunkline.runtime._backoff import Backoff
@@ -149,6 +150,7 @@ class Runner:
             budget=MemoryBudget(self.options.memory),
             run_id=self.run_id,
             client=self.run_id,
+            pii=self._pii_fields(),
         )
         planned = []
         for kind, name, spec in self._selected():
@@ -158,7 +160,11 @@ class Runner:
                 source_config = spec.config
                 assert isinstance(source_config, SourceSettings)
                 task: Task = SourceTask(name, spec.type, source_class, source_config, env, metrics)
-                topics = [*source_class(name, source_config).topics(), dead_letter_topic(name)]
+                topics = [
+                    *source_class(name, source_config).topics(),
+                    *route_topics(source_config.transforms),
+                    dead_letter_topic(name),
+                ]
                 exclusive = source_class.capabilities.exclusive
             else:
                 sink_class: type[Sink] = SINKS.get(spec.type)
@@ -169,6 +175,16 @@ class Runner:
                 exclusive = sink_class.capabilities.exclusive
             planned.append(_Planned(name, kind, spec.type, task, exclusive, topics))
         return planned
+
+    def _pii_fields(self) -> dict[str, tuple[str, ...]]:
+        """Per contracted topic, the fields its contract classifies as pii (for transforms)."""
+        fields: dict[str, tuple[str, ...]] = {}
+        for topic in self.project.contracts.topics():
+            loaded = self.project.contracts.load(topic)
+            if loaded is not None:
+                properties = loaded.contract.object.properties
+                fields[topic] = tuple(p.name for p in properties if p.pii)
+        return fields
 
     @property
     def tasks(self) -> list[Task]:

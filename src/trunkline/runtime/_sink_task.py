@@ -14,6 +14,10 @@ The loop, per life:
    drop the buffers (memory goes back to the budget), keep the group membership alive
    without fetching, and try again after ``retry_after``.
 
+The sink's ``transforms`` run on each merged batch just before ``write_batch`` (records a
+``filter`` drops are left out, the batch's ``next_offset`` still covers them; records a
+``cast`` cannot convert go to the dead-letter topic with stage ``transform``).
+
 Records replayed from dead letters arrive through the sink's retry topic with a
 ``trunkline.topic`` header; they are written in runs of the same original topic, each
 with the offsets it covers, so exactly-once sinks stay exactly-once for them too.
@@ -36,6 +40,7 @@ from trunkline.connectors.base import (
     SinkSettings,
     retry_topic,
 )
+from trunkline.connectors.transforms import Transforms
 from trunkline.errors import Backpressure, NotAssigned, TopicNotFound
 from trunkline.hub import FetchedBatch, TopicPartition
 from trunkline.runtime._deadletters import HubDeadLetters, ensure_topic
@@ -147,12 +152,16 @@ class SinkTask(Task):
         self._unreported: dict[TopicPartition, int] = {}
         self._next_snapshot = 0.0
         self._fetching = False
+        self._transforms = Transforms(())
+        self._dead_letters: HubDeadLetters | None = None
 
     # -- one life ---------------------------------------------------------------------
 
     def run_once(self, stop: threading.Event) -> None:
         env = self.env
         sink = self.sink_class(self.name, self.config)
+        self._dead_letters = HubDeadLetters(env.hub, self.name, self.metrics)
+        self._transforms = Transforms(self.config.transforms, connector=self.name, pii=env.pii)
         context = ConnectorContext(
             name=self.name,
             kind="sink",
@@ -160,7 +169,7 @@ class SinkTask(Task):
             hub=env.hub,
             meta=env.meta,
             checkpoints=env.checkpoints,
-            dead_letters=HubDeadLetters(env.hub, self.name, self.metrics),
+            dead_letters=self._dead_letters,
             log=self.log,
             metrics=self.metrics,
             run_id=env.run_id,
@@ -182,6 +191,7 @@ class SinkTask(Task):
             if consumer is not None:
                 consumer.close()
             sink.close()
+            self._transforms.close()
 
     def _reader(self, topics: list[str]) -> Reader:
         """Exclusive sinks read every partition under their lease; others join the group."""
@@ -317,9 +327,9 @@ class SinkTask(Task):
             try:
                 if tp.topic == self.retry_topic:
                     for topic, run in _runs_by_topic(batch):
-                        sink.write_batch(topic, run)
+                        sink.write_batch(topic, self._transformed(topic, run))
                 else:
-                    sink.write_batch(tp.topic, batch)
+                    sink.write_batch(tp.topic, self._transformed(tp.topic, batch))
             except Backpressure as exc:
                 self._back_off(sink, consumer, pending[i:], exc)
                 return
@@ -332,6 +342,26 @@ class SinkTask(Task):
         if draining:
             sink.drain()
         self._snapshot_and_commit(sink, consumer, self._owned)
+
+    def _transformed(self, topic: str, batch: FetchedBatch) -> FetchedBatch:
+        """``batch`` after the sink's transforms (the same batch without any)."""
+        if not self._transforms or not len(batch):
+            return batch
+        out = self._transforms.apply(batch.records.column("value"), topic)
+        if out.dead and self._dead_letters is not None:
+            self._dead_letters.write_records(
+                batch,
+                [row for row, _ in out.dead],
+                [error for _, error in out.dead],
+                topic=topic,
+                stage="transform",
+            )
+        if out.filtered:
+            self.metrics.count("filtered", out.filtered)
+        records = batch.records.take(pa.array(out.rows, pa.int64()))
+        column = records.column_names.index("value")
+        records = records.set_column(column, records.schema.field(column), out.values)
+        return FetchedBatch(batch.topic, batch.partition, records, batch.next_offset)
 
     def _back_off(
         self,

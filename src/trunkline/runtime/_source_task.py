@@ -9,6 +9,12 @@ task reads its topics from those saved end offsets to the current ends, collects
 it finds there (only what was written after the checkpoint: a short read), and drops the
 records with those ids when the source reads them again. A produce that was cut short
 across partitions is covered too, because ids are per record.
+
+The source's ``transforms`` run on each batch after that recovery and before the produce
+(a ``route`` splits it by topic); what a transform dead-letters carries the record's id,
+so it is recognised after a crash like what was written. A batch with ``on_delivery``
+(the ``http`` source) learns there what became of it; a batch the hub refuses as invalid
+(a contract with policy ``reject``) is then reported to it, and the source goes on.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ import pyarrow.compute as pc
 
 from trunkline.connectors.base import (
     ConnectorContext,
+    DeadLetter,
+    Delivery,
     Source,
     SourceBatch,
     SourceSettings,
     dead_letter_topic,
 )
-from trunkline.errors import TopicNotFound
+from trunkline.connectors.transforms import Transforms, route_topics
+from trunkline.errors import InvalidRecord, TopicNotFound
 from trunkline.hub import Hub
 from trunkline.hub._types import HEADER_TYPE
 from trunkline.runtime._deadletters import ID_HEADER, HubDeadLetters
@@ -109,12 +118,18 @@ class SourceTask(Task):
         self.source_class = source_class
         self.config = config
         self.checkpoint_name = f"source-{name}"
+        self._transforms = Transforms(())
 
     def run_once(self, stop: threading.Event) -> None:
         env = self.env
         source = self.source_class(self.name, self.config)
         dead_letters = HubDeadLetters(env.hub, self.name, self.metrics, source_id=self.name)
-        topics = [*source.topics(), dead_letter_topic(self.name)]
+        topics = [
+            *source.topics(),
+            *route_topics(self.config.transforms),
+            dead_letter_topic(self.name),
+        ]
+        self._transforms = Transforms(self.config.transforms, connector=self.name, pii=env.pii)
         saved = env.checkpoints.load(self.checkpoint_name)
         context = ConnectorContext(
             name=self.name,
@@ -145,6 +160,7 @@ class SourceTask(Task):
             self._checkpoint(source, topics)
         finally:
             source.close()
+            self._transforms.close()
 
     def _loop(
         self,
@@ -165,7 +181,7 @@ class SourceTask(Task):
             reading = batch is not None
             self.metrics.activity("busy")
             if batch is not None:
-                hits = self._produce(batch, dead_letters, recovered)
+                hits = self._deliver(batch, dead_letters, recovered)
                 dirty = True
                 self.progressed = True
                 quiet = 0 if hits else quiet + 1
@@ -182,16 +198,38 @@ class SourceTask(Task):
                 next_checkpoint = time.monotonic() + interval
         self.metrics.activity("idle")
 
-    def _produce(
+    def _deliver(
         self, batch: SourceBatch, dead_letters: HubDeadLetters, recovered: set[bytes]
     ) -> int:
+        """Write ``batch`` and tell its ``on_delivery``; returns the ids recognised."""
+        report = batch.on_delivery
+        try:
+            hits, delivery = self._produce(batch, dead_letters, recovered)
+        except InvalidRecord as exc:
+            if report is None:
+                raise
+            self.log.info("%s: a batch for %s was refused: %s", self.name, batch.topic, exc)
+            report(Delivery(error=exc))
+            return 0
+        except BaseException as exc:
+            if report is not None:
+                report(Delivery(error=exc))
+            raise
+        if report is not None:
+            report(delivery)
+        return hits
+
+    def _produce(
+        self, batch: SourceBatch, dead_letters: HubDeadLetters, recovered: set[bytes]
+    ) -> tuple[int, Delivery]:
         """Write ``batch`` (minus what was written before a crash); returns ids recognised."""
         hits = 0
         records = batch.records
+        ids = batch.ids if batch.ids is not None and len(batch.ids) == records.num_rows else None
         full = None
-        if batch.ids is not None and len(batch.ids) == records.num_rows:
+        if ids is not None:
             full = pc.binary_join_element_wise(
-                pa.scalar(f"{self.name}/".encode()), batch.ids.cast(pa.binary()), b""
+                pa.scalar(f"{self.name}/".encode()), ids.cast(pa.binary()), b""
             )
             if recovered and len(full):
                 seen = pc.is_in(full, value_set=pa.array(list(recovered), pa.binary()))
@@ -199,26 +237,90 @@ class SourceTask(Task):
                 if hits:
                     recovered.difference_update(pc.filter(full, seen).to_pylist())
                     keep = pc.invert(seen)
-                    records, full = records.filter(keep), pc.filter(full, keep)
-        if records.num_rows:
-            if full is not None:
-                records = with_header(records, ID_HEADER, full)
-            self.env.hub.produce(batch.topic, records)
-            self.metrics.count("records", records.num_rows)
-            values = records.column("value")
-            self.metrics.count("bytes", float(pc.sum(pc.binary_length(values)).as_py() or 0))
+                    records, full, ids = (
+                        records.filter(keep),
+                        pc.filter(full, keep),
+                        ids.filter(keep),
+                    )
         letters = list(batch.dead_letters)
-        ids = list(batch.dead_letter_ids)
-        if letters and len(ids) == len(letters) and recovered:
+        letter_ids = list(batch.dead_letter_ids)
+        if letters and len(letter_ids) == len(letters) and recovered:
             wanted = [
-                i for i, id_ in enumerate(ids) if f"{self.name}/{id_}".encode() not in recovered
+                i
+                for i, id_ in enumerate(letter_ids)
+                if f"{self.name}/{id_}".encode() not in recovered
             ]
             hits += len(letters) - len(wanted)
             letters = [letters[i] for i in wanted]
-            ids = [ids[i] for i in wanted]
+            letter_ids = [letter_ids[i] for i in wanted]
+        if len(letter_ids) != len(letters):
+            letter_ids = []
+        topics = None
+        filtered = transform_dead = 0
+        if self._transforms and records.num_rows:
+            out = self._transforms.apply(records.column("value"), batch.topic)
+            if out.dead:
+                lost = self._transform_letters(batch, records, out.dead, ids)
+                if ids is not None and (letter_ids or not letters):
+                    rows = pa.array([row for row, _ in out.dead], pa.int64())
+                    letter_ids += ids.take(rows).cast(pa.string()).to_pylist()
+                else:
+                    letter_ids = []
+                letters += lost
+                transform_dead = len(lost)
+            keep = pa.array(out.rows, pa.int64())
+            records = records.take(keep)
+            records = records.set_column(records.column_names.index("value"), "value", out.values)
+            if full is not None:
+                full = full.take(keep)
+            topics, filtered = out.topics, out.filtered
+            if filtered:
+                self.metrics.count("filtered", filtered)
+        written = contract_dead = 0
+        if records.num_rows:
+            if full is not None:
+                records = with_header(records, ID_HEADER, full)
+            for topic, part in _by_topic(batch.topic, records, topics):
+                result = self.env.hub.produce(topic, part)
+                dropped = int(getattr(result, "dead_lettered", 0) or 0)
+                contract_dead += dropped
+                written += part.num_rows - dropped
+            self.metrics.count("records", records.num_rows)
+            values = records.column("value")
+            self.metrics.count("bytes", float(pc.sum(pc.binary_length(values)).as_py() or 0))
         if letters:
-            dead_letters.write(letters, ids if len(ids) == len(letters) else ())
-        return hits
+            dead_letters.write(letters, letter_ids)
+        return hits, Delivery(written, contract_dead + transform_dead, filtered)
+
+    def _transform_letters(
+        self,
+        batch: SourceBatch,
+        records: pa.Table,
+        dead: list[tuple[int, str]],
+        ids: pa.Array | None,
+    ) -> list[DeadLetter]:
+        rows = pa.array([row for row, _ in dead], pa.int64())
+        values = records.column("value").take(rows).to_pylist()
+        keys = (
+            records.column("key").take(rows).to_pylist()
+            if "key" in records.column_names
+            else [None] * len(dead)
+        )
+        named = (
+            ids.take(rows).cast(pa.string()).to_pylist() if ids is not None else [None] * len(dead)
+        )
+        position = batch.position if batch.position is not None else ""
+        return [
+            DeadLetter(
+                value=value,
+                key=key,
+                error=error,
+                stage="transform",
+                origin=f"{self.name}:{name}" if name is not None else f"{self.name}@{position}",
+                details={"topic": batch.topic},
+            )
+            for value, key, (_, error), name in zip(values, keys, dead, named, strict=True)
+        ]
 
     def _checkpoint(self, source: Source, topics: list[str]) -> None:
         started = time.perf_counter()
@@ -233,3 +335,18 @@ class SourceTask(Task):
         self.metrics.gauge("checkpoint_seconds", round(time.perf_counter() - started, 4))
         self.metrics.gauge("checkpoint_bytes", size)
         self.metrics.count("checkpoints")
+
+
+def _by_topic(topic: str, records: pa.Table, topics: pa.Array | None) -> list[tuple[str, pa.Table]]:
+    """The records per target topic (one group unless a ``route`` chose topics)."""
+    if topics is None:
+        return [(topic, records)]
+    encoded = topics.dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    if len(names) == 1:
+        return [(str(names[0]), records)]
+    indices = encoded.indices
+    return [
+        (str(name), records.filter(pc.equal(indices, pa.scalar(i, indices.type))))
+        for i, name in enumerate(names)
+    ]

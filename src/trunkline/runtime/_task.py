@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trunkline.errors import TrunklineError
@@ -44,6 +45,8 @@ class TaskEnv:
     budget: MemoryBudget
     run_id: str
     client: str
+    #: Per topic, the fields its contract classifies as pii (for transforms).
+    pii: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class Task(ABC):

@@ -15,10 +15,24 @@ import pyarrow as pa
 import pytest
 
 from trunkline.connectors import SINKS
-from trunkline.connectors.base import Capabilities, ConnectorContext, DeadLetter, Sink, SinkSettings
+from trunkline.connectors.base import (
+    Capabilities,
+    ConnectorContext,
+    DeadLetter,
+    Delivery,
+    Sink,
+    SinkSettings,
+    SourceBatch,
+)
 from trunkline.connectors.sources.files import FilesConfig, FilesSource
-from trunkline.errors import Backpressure, ConfigError, ConnectorError, IncompatibleChange
-from trunkline.hub import FetchedBatch, Record, TopicConfig, TopicPartition
+from trunkline.errors import (
+    Backpressure,
+    ConfigError,
+    ConnectorError,
+    IncompatibleChange,
+    InvalidRecord,
+)
+from trunkline.hub import CleanupPolicy, FetchedBatch, Record, TopicConfig, TopicPartition
 from trunkline.hub.embedded import EmbeddedHub
 from trunkline.project import Project
 from trunkline.runtime import Runner, RunOptions, read_dead_letters, read_status, replay
@@ -431,3 +445,89 @@ def test_replayed_dead_letters_reach_the_sink_under_their_topic(
     assert replay(hub, "picky", to="topic", timeout=0.5) == {"t": 1}
     (message,) = hub.fetch("t", 0, 0).messages()
     assert message.value == b"b" and not [k for k, _ in message.headers if k.startswith("trunk")]
+
+
+# Transforms and delivery reports ------------------------------------------------------
+
+TOPICS = ("t", "t.one", "t.two")
+
+
+def _all_values(hub: EmbeddedHub, topic: str) -> list[dict[str, Any]]:
+    values = []
+    for partition, end in hub.end_offsets(topic).items():
+        batch = hub.fetch(topic, partition, 0, max_records=max(end, 1))
+        values += [json.loads(v) for v in batch.records.column("value").to_pylist()]
+    return values
+
+
+def test_transformed_source_is_exactly_once_across_a_crash(
+    tmp_path: Path, env: TaskEnv, hub: EmbeddedHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(4):
+        rows = "".join(f"{n * 1000 + i},{'x' if i % 50 == 8 else i}\n" for i in range(300))
+        (folder / f"{n}.csv").write_text("id,n\n" + rows)
+        past = time.time() - 60
+        os.utime(folder / f"{n}.csv", (past, past))
+    for topic in TOPICS:
+        hub.create_topic(topic, TopicConfig(partitions=2))
+    config = FilesConfig.model_validate(
+        {
+            "path": "in",
+            "topic": "t",
+            "key": "id",
+            "settle": "0s",
+            "chunk_size": "512B",
+            "schema": {"n": "string"},
+            "transforms": [
+                {"filter": "id % 2 = 0"},
+                {"cast": {"n": "int"}},
+                {"route": {"field": "id", "topics": {"0": "t.one", "1000": "t.one", "2": "t.two"}}},
+            ],
+        }
+    )
+    saved: list[int] = []
+    original = SourceTask._checkpoint
+
+    def first_only(self: SourceTask, *args: Any) -> None:
+        if not saved:
+            saved.append(1)
+            original(self, *args)
+
+    monkeypatch.setattr(SourceTask, "_checkpoint", first_only)
+    metrics = TaskMetrics("src", "source", "files")
+    task = SourceTask("src", "files", FilesSource, config, env, metrics)
+    run_until(task, lambda: metrics.counters.get("records", 0) >= 200)
+    monkeypatch.setattr(SourceTask, "_checkpoint", original)
+    task = SourceTask("src", "files", FilesSource, config, env, TaskMetrics("src", "source", "f"))
+    run_until(task, lambda: _settled(env))
+    kept = [r for t in TOPICS for r in _all_values(hub, t)]
+    ids = sorted(r["id"] for r in kept)
+    even = [n * 1000 + i for n in range(4) for i in range(0, 300, 2)]
+    bad = {n * 1000 + i for n in range(4) for i in range(300) if i % 50 == 8}
+    assert ids == sorted(set(even) - bad), "every kept record once, none twice"
+    assert all(isinstance(r["n"], int) for r in kept)
+    assert sorted(r["id"] for r in _all_values(hub, "t.one")) == [0, 1000]
+    assert [r["id"] for r in _all_values(hub, "t.two")] == [2]
+    letters = list(read_dead_letters(hub, "src.dlq", limit=1000))
+    assert sorted(json.loads(e.value or b"{}")["id"] for e in letters) == sorted(bad)
+    assert all(e.stage == "transform" for e in letters)
+
+
+def test_on_delivery_hears_written_and_refused(env: TaskEnv, hub: EmbeddedHub) -> None:
+    hub.create_topic("t", TopicConfig(partitions=1, cleanup_policy=CleanupPolicy.COMPACT))
+    heard: list[Delivery] = []
+    config = FilesConfig.model_validate({"path": "in", "topic": "t"})
+    task = SourceTask("src", "files", FilesSource, config, env, TaskMetrics("src", "source", "f"))
+    dead = HubDeadLetters(hub, "src")
+    good = pa.table({"value": [b'{"a": 1}'], "key": [b"k"]})
+    task._deliver(SourceBatch("t", good, on_delivery=heard.append), dead, set())
+    # A compacted topic refuses records without a key: the batch is refused, the task goes on.
+    keyless = pa.table({"value": [b'{"a": 2}']})
+    assert task._deliver(SourceBatch("t", keyless, on_delivery=heard.append), dead, set()) == 0
+    assert heard[0] == Delivery(written=1)
+    assert isinstance(heard[1].error, InvalidRecord) and heard[1].written == 0
+    with pytest.raises(InvalidRecord):
+        task._deliver(SourceBatch("t", keyless), dead, set())
+    assert sum(hub.end_offsets("t").values()) == 1

@@ -20,14 +20,17 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Literal
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trunkline.connectors._bytes import byte_ranges
 from trunkline.connectors._json import concat_tables, decode_json
+from trunkline.connectors._sql import quote_identifier, quote_literal
 from trunkline.hub import FetchedBatch
 
-__all__ = ["UNAVAILABLE", "Changes", "ValueFormat", "read_changes"]
+__all__ = ["UNAVAILABLE", "Changes", "Collapsed", "ValueFormat", "collapse", "read_changes"]
 
 #: What Debezium writes for a TOASTed value that did not change (PostgreSQL).
 UNAVAILABLE = "__debezium_unavailable_value"
@@ -75,21 +78,40 @@ def read_changes(
 {'id': 1, 'a': None, '__trunkline_seq': 1, '__trunkline_op': 'd'}]
     """
     records = batch.records
-    decoded = decode_json(records.column("value"))
-    table, rows = decoded.table, decoded.rows
-    bad = list(decoded.bad)
+    values = records.column("value")
+    bad: list[tuple[int, str]] = []
     envelope = False
     parts: list[pa.Table] = []
+    if value_format != "json":
+        quick = _upserts_by_text(values)
+        if quick is not None:
+            # Creates, reads and updates without a before image: only "after" is parsed.
+            positions, afters, rest = quick
+            decoded_after = decode_json(afters)
+            if decoded_after.bad:
+                # Not cut right (or not JSON at all): those take the usual way.
+                back = np.zeros(len(rest), dtype=bool)
+                back[positions[[i for i, _ in decoded_after.bad]]] = True
+                rest = pc.if_else(pa.array(back), values, rest)
+            values = rest
+            if decoded_after.table.num_rows:
+                parts.append(_with(decoded_after.table, positions[decoded_after.rows], "u"))
+            envelope = True
+    decoded = decode_json(values)
+    table, rows = decoded.table, decoded.rows
+    bad += decoded.bad
     if table.num_rows:
         table = _unwrap_payload(table)
-        envelope = value_format == "debezium" or (
+        is_envelope = value_format == "debezium" or (
             value_format == "auto" and _looks_like_envelope(table)
         )
-        if envelope:
-            parts, bad_rows = _from_envelopes(table, rows, records.column("key"), key)
+        envelope = envelope or is_envelope
+        if is_envelope:
+            more, bad_rows = _from_envelopes(table, rows, records.column("key"), key)
+            parts += more
             bad += bad_rows
         else:
-            parts = [_with(table, rows, "u")]
+            parts.append(_with(table, rows, "u"))
     tombstone_rows = np.flatnonzero(np.asarray(records.column("value").is_null()))
     if len(tombstone_rows) and key:
         keys, bad_keys = _keys_of(records.column("key"), tombstone_rows, key)
@@ -103,6 +125,49 @@ def read_changes(
         order = pc.sort_indices(rows_table.column(SEQ))
         rows_table = rows_table.take(order)
     return Changes(rows_table, sorted(bad), envelope, len(tombstone_rows))
+
+
+_UPSERT_HEAD = b'{"before":null,"after":{'
+_SOURCE = b',"source":{'
+
+
+def _upserts_by_text(
+    values: pa.ChunkedArray | pa.Array,
+) -> tuple[np.ndarray, pa.Array, pa.Array] | None:
+    """Debezium events without a before image (creates, snapshot reads, updates of tables
+    with the default replica identity), found by their text: ``{"before":null,"after":
+    {...},"source":{...},...}``. Their ``after`` object is cut out, so that only it is
+    parsed: a third of an event's bytes. It ends where the last ``,"source":{`` starts (a
+    quote inside a JSON string is always escaped, and what follows the envelope's source
+    holds no object). Returns their positions, their ``after`` texts, and ``values`` with
+    them taken out (null); None when there are none.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not pa.types.is_binary(values.type):
+        values = values.cast(pa.binary())
+    starts = pc.fill_null(pc.starts_with(values, _UPSERT_HEAD), False)
+    if not pc.any(starts).as_py():
+        return None
+    # Split once at the last ",\"source\":{": the head is '{"before":null,"after":{...}'.
+    split = pc.split_pattern(values, pattern=_SOURCE, max_splits=1, reverse=True)
+    lists = np.frombuffer(split.buffers()[1], dtype=np.int32)[split.offset :][: len(split) + 1]
+    parts = split.values
+    part_ends = np.frombuffer(parts.buffers()[1], dtype=np.int32)[parts.offset :]
+    heads = lists[:-1]
+    head_length = part_ends[np.minimum(heads + 1, len(parts))] - part_ends[heads]
+    cut = np.asarray(starts) & (np.diff(lists) == 2)
+    positions = np.flatnonzero(cut)
+    if not len(positions):
+        return None
+    # The after object runs from its brace (the head's last byte) to the head's end.
+    first = len(_UPSERT_HEAD) - 1
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset :]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
+    afters = byte_ranges(data, offsets[positions] + first, head_length[positions] - first)
+    cut = pa.array(cut)
+    rest = pc.if_else(cut, pa.scalar(None, pa.binary()), values)
+    return positions, afters, rest
 
 
 def _aligned(parts: list[pa.Table]) -> list[pa.Table]:
@@ -253,3 +318,83 @@ def _keys_of(
                 for r in plain_rows
             ]
     return (concat_tables(parts) if parts else _empty()), bad
+
+
+@dataclass
+class Collapsed:
+    """The net effect of a run of changes on a table keyed by ``key`` (see :func:`collapse`).
+
+    Apply it as: empty the table if ``truncated``; delete the rows of every key in
+    ``touched``; insert ``rows``. ``rows`` holds, per key still present, its last values;
+    ``missing`` names, per text column, the rows whose value was only ever Debezium's
+    placeholder for an unchanged TOASTed value since the key's last delete: those must keep
+    the value the target has (``missing`` is None when no value was a placeholder).
+    """
+
+    truncated: bool
+    touched: pa.Table
+    rows: pa.Table
+    missing: dict[str, pa.Array] | None = None
+
+
+def collapse(changes: pa.Table, key: tuple[str, ...]) -> Collapsed:
+    """The last change per key of ``changes`` (as :func:`read_changes` gives them; ``SEQ``
+    orders them), with truncates and deletes resolved, in one DuckDB query per part.
+
+    Example:
+        >>> changes = pa.table({"id": [1, 1, 2, 2], "a": ["x", UNAVAILABLE, "y", None],
+        ...     SEQ: [0, 1, 2, 3], OP: ["u", "u", "u", "d"]})
+        >>> out = collapse(changes, ("id",))
+        >>> out.touched.to_pylist(), out.rows.to_pylist()
+        ([{'id': 1}, {'id': 2}], [{'id': 1, 'a': 'x'}])
+    """
+    q = quote_identifier
+    seq, op = q(SEQ), q(OP)
+    data = [c for c in changes.column_names if c not in (SEQ, OP)]
+    truncates = pc.equal(changes.column(OP), "t")
+    truncated = bool(pc.any(truncates).as_py())
+    if truncated:
+        last = pc.max(pc.filter(changes.column(SEQ), truncates)).as_py()
+        changes = changes.filter(pc.greater(changes.column(SEQ), last))
+    keys = ", ".join(q(k) for k in key)
+    text = [
+        c
+        for c in data
+        if c not in key
+        and (
+            pa.types.is_string(changes.schema.field(c).type)
+            or pa.types.is_large_string(changes.schema.field(c).type)
+        )
+        and pc.any(pc.equal(changes.column(c), UNAVAILABLE)).as_py()
+    ]
+    placeholder = quote_literal(UNAVAILABLE)
+    parts = [q(k) for k in key]
+    for i, c in enumerate(c for c in data if c not in key):
+        if c in text:
+            real = f"{q(c)} IS DISTINCT FROM {placeholder}"
+            parts.append(f"arg_max_null({q(c)}, {seq}) FILTER (WHERE {real}) AS {q(c)}")
+            parts.append(
+                f"count(*) FILTER (WHERE {real}) = 0 AND NOT bool_or(__del IS NOT NULL) AS __m{i}"
+            )
+        else:
+            parts.append(f"arg_max_null({q(c)}, {seq}) AS {q(c)}")
+    con = duckdb.connect()
+    try:
+        con.register("__changes", changes)
+        query = f"SELECT DISTINCT {keys} FROM __changes ORDER BY ALL"  # noqa: S608 (quoted)
+        touched = con.sql(query).to_arrow_table()
+        # Per key, only what follows its last delete is still there.
+        query = (
+            f"SELECT {', '.join(parts)} FROM (SELECT *, max(CASE WHEN {op} = 'd' THEN {seq} END) "  # noqa: S608 (quoted names)
+            f"OVER (PARTITION BY {keys}) AS __del FROM __changes) "
+            f"WHERE __del IS NULL OR {seq} > __del GROUP BY {keys} ORDER BY {keys}"
+        )
+        rows = con.sql(query).to_arrow_table()
+    finally:
+        con.close()
+    missing = None
+    if text:
+        names = [c for c in data if c not in key]
+        missing = {c: rows.column(f"__m{names.index(c)}").combine_chunks() for c in text}
+        rows = rows.drop_columns([f"__m{names.index(c)}" for c in text])
+    return Collapsed(truncated, touched, rows, missing)

@@ -32,26 +32,20 @@ keeps the value the row had.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar, Literal, Self
+from typing import ClassVar
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from trunkline.connectors._sql import qualified, quote_identifier, quote_literal
-from trunkline.connectors.base import (
-    Capabilities,
-    ConnectorContext,
-    Sink,
-    SinkSettings,
-    settings_error,
-)
-from trunkline.connectors.sinks._changes import OP, SEQ, UNAVAILABLE, ValueFormat, read_changes
+from trunkline.connectors.base import Capabilities, ConnectorContext, Sink
+from trunkline.connectors.sinks._changes import OP, SEQ, UNAVAILABLE, read_changes
+from trunkline.connectors.sinks._tables import TableSinkSettings, table_name
 from trunkline.errors import ConnectorError, IncompatibleChange, TargetUnavailable
 from trunkline.hub import FetchedBatch, TopicPartition
 from trunkline.meta import Column
@@ -63,84 +57,13 @@ _INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
 _FLOATS = ("FLOAT", "DOUBLE")
 
 
-def table_name(topic: str) -> str:
-    """The default table of a topic: its name with every character but letters, digits and
-    ``_`` replaced by ``_`` (``shop.public.orders`` -> ``shop_public_orders``)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", topic)
-
-
-class DuckDBConfig(SinkSettings):
+class DuckDBConfig(TableSinkSettings):
     """Settings of the ``duckdb`` sink."""
 
     path: Path = Field(
         description="The DuckDB database file; relative paths start at the project directory."
     )
     db_schema: str = Field("main", min_length=1, description="The schema the tables go in.")
-    table: str | None = Field(
-        None,
-        min_length=1,
-        description="The table of the (one) topic; by default the topic's name with '.' and "
-        "'-' turned into '_'.",
-    )
-    tables: dict[str, str] = Field(
-        default_factory=dict, description="Table per topic, for sinks that read several topics."
-    )
-    mode: Literal["append", "upsert"] = Field(
-        "append",
-        description="append: every record becomes a row. upsert: one row per key, replaced "
-        "by newer records and removed by deletes (tombstones, Debezium 'd' events).",
-    )
-    key: tuple[str, ...] = Field(
-        (), description="The primary key columns (upsert mode only); must be in the values."
-    )
-    format: ValueFormat = Field(
-        "auto",
-        description="What the values are: json (one row per value), debezium (change "
-        "events with before/after/op) or auto (decide by their fields).",
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if self.mode == "upsert" and not self.key:
-            raise settings_error(
-                type(self),
-                "mode",
-                self.mode,
-                "mode 'upsert' needs the primary key columns in 'key'",
-                "add key: [id] (the columns that identify a row)",
-            )
-        if self.mode == "append" and self.key:
-            raise settings_error(
-                type(self),
-                "key",
-                list(self.key),
-                "'key' only applies to mode 'upsert'; append mode keeps every record",
-                "set mode: upsert, or remove key",
-            )
-        if self.table is not None and len(self.topics) > 1:
-            raise settings_error(
-                type(self),
-                "table",
-                self.table,
-                f"'table' names the table of one topic; this sink reads {len(self.topics)}",
-                "use tables: {topic: table} instead",
-            )
-        unknown = sorted(set(self.tables) - set(self.topics))
-        if unknown:
-            raise settings_error(
-                type(self),
-                "tables",
-                unknown[0],
-                f"'tables' names topic {unknown[0]!r}, which is not in 'topics'",
-            )
-        return self
-
-    def table_for(self, topic: str) -> str:
-        if topic in self.tables:
-            return self.tables[topic]
-        if self.table is not None:
-            return self.table
-        return table_name(topic)
 
 
 def _translate(exc: duckdb.Error, doing: str) -> ConnectorError:

@@ -1,0 +1,232 @@
+"""Postgres CDC under faults: ``trunkline run`` killed with SIGKILL in the middle of a snapshot
+and in the middle of streaming (10 rounds each, while writes go on), and PostgreSQL itself
+restarted mid-stream. Afterwards the sink tables must equal the source table."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trunkline.hub.embedded import EmbeddedHub
+from trunkline.runtime._deadletters import ID_HEADER
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _cdc_helpers import Writer, duck_rows, pipeline, replica_rows, source_rows, wait_equal
+from _runtime_helpers import checkpoint, group_lag, run_log, start_run, stop, write_project
+
+from service_support import POSTGRES_SCRIPT, last_line, require_service
+
+psycopg = pytest.importorskip("psycopg")
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+TABLE = "CREATE TABLE orders (id bigint PRIMARY KEY, seq bigint NOT NULL, payload text)"
+
+
+def _progress(root: Path) -> tuple[bool, int]:
+    """(snapshot done, rows snapshotted) per the source's checkpoint."""
+    state = checkpoint(root, "shop").get("state") or {}
+    table = (state.get("tables") or {}).get("public.orders") or {}
+    return bool(table.get("done")), int(table.get("rows", 0))
+
+
+def _finish(root: Path, dsn: str, writer: Writer) -> None:
+    """Run once more until the sinks hold what the source holds, then compare DuckDB."""
+    proc = start_run(root)
+    try:
+        time.sleep(1.0)
+        writer.stop()
+        wait_equal(
+            lambda: source_rows(dsn, "orders"),
+            {"postgres": lambda: replica_rows(dsn, "shop_public_orders")},
+            180,
+            log=lambda: run_log(root),
+        )
+        deadline = time.monotonic() + 120
+        while group_lag(root, "sink-duck") != 0:
+            assert time.monotonic() < deadline, run_log(root)[-3000:]
+            time.sleep(0.3)
+    finally:
+        assert stop(proc) == 0, run_log(root)[-3000:]
+    wait_equal(
+        lambda: source_rows(dsn, "orders"),
+        {"duckdb": lambda: duck_rows(root / "warehouse.duckdb", "shop_public_orders")},
+        0,
+    )
+
+
+def _change_ids(root: Path) -> Counter[bytes]:
+    """Record ids of streamed changes (not snapshot reads) in the topic."""
+    found: Counter[bytes] = Counter()
+    with EmbeddedHub(root / ".trunkline" / "hub") as hub:
+        for partition, end in hub.end_offsets("shop.public.orders").items():
+            offset = 0
+            while offset < end:
+                batch = hub.fetch("shop.public.orders", partition, offset, max_records=20_000)
+                for headers in batch.records.column("headers").to_pylist():
+                    for entry in headers or []:
+                        if entry["key"] == ID_HEADER and b"/r:" not in entry["value"]:
+                            found[entry["value"]] += 1
+                offset = batch.next_offset
+    return found
+
+
+def test_kill_9_in_the_middle_of_the_snapshot_ten_rounds(
+    tmp_path: Path, cdc_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with psycopg.connect(cdc_db, autocommit=True) as conn:
+        conn.execute(TABLE)
+        conn.execute(
+            # Large enough that ten short runs cannot finish it, however far each one gets
+            # past the checkpoint it was killed after.
+            "INSERT INTO orders SELECT g, 0, md5(g::text) FROM generate_series(0, 399999) g"
+        )
+    monkeypatch.setenv("SHOP_DSN", cdc_db)
+    root = write_project(tmp_path / "p", pipeline(["public.orders"], chunk=200))
+    writer = Writer(cdc_db, "orders", keys=410_000)
+    writer.start()
+    rng = random.Random(11)
+    killed_in_snapshot = 0
+    try:
+        for _ in range(10):
+            _, before = _progress(root)
+            proc = start_run(root)
+            deadline = time.monotonic() + 20
+            target = before + rng.randint(400, 2000)
+            while time.monotonic() < deadline:
+                done, rows = _progress(root)
+                if done or rows >= target:
+                    break
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            done, _ = _progress(root)
+            killed_in_snapshot += not done
+        assert killed_in_snapshot >= 8, "the kills landed in the middle of the snapshot"
+        _finish(root, cdc_db, writer)
+    finally:
+        writer.stop()
+
+
+def test_kill_9_while_streaming_ten_rounds(
+    tmp_path: Path, cdc_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with psycopg.connect(cdc_db, autocommit=True) as conn:
+        conn.execute(TABLE)
+        conn.execute("INSERT INTO orders SELECT g, 0, 'start' FROM generate_series(0, 999) g")
+    monkeypatch.setenv("SHOP_DSN", cdc_db)
+    root = write_project(tmp_path / "p", pipeline(["public.orders"]))
+    writer = Writer(cdc_db, "orders", keys=1500)
+    writer.start()
+    rng = random.Random(5)
+    try:
+        for _ in range(10):
+            proc = start_run(root)
+            time.sleep(rng.uniform(2.0, 3.5))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert _progress(root)[0], "the snapshot was over before the kills"
+        _finish(root, cdc_db, writer)
+    finally:
+        writer.stop()
+    # Exactly once into the hub: no streamed change was written twice across the crashes.
+    ids = _change_ids(root)
+    assert ids, "changes were streamed"
+    assert max(ids.values()) == 1, [i for i, n in ids.items() if n > 1][:5]
+
+
+# -- a private server, restarted -----------------------------------------------------------
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A PostgreSQL server of this test alone (the session's server is shared)."""
+    services = tmp_path / "services"
+    env = {**os.environ, "TRUNKLINE_SERVICES_DIR": str(services)}
+    started = subprocess.run(
+        [sys.executable, str(POSTGRES_SCRIPT), "start"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    if started.returncode != 0:
+        require_service("postgres", f"a private server did not start:\n{started.stderr}")
+    state = json.loads((services / "postgres" / "state.json").read_text())
+    try:
+        yield last_line(started.stdout), state
+    finally:
+        _pg_ctl(state, "stop", "-m", "immediate")
+        subprocess.run(
+            [sys.executable, str(POSTGRES_SCRIPT), "stop"], env=env, timeout=120, check=False
+        )
+        data = Path(state["data_dir"])
+        if not data.is_relative_to(tmp_path):
+            shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def _pg_ctl(state: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(state["bindir"]) / "pg_ctl"), "-D", state["data_dir"], *args]
+    as_user = "postgres" if os.geteuid() == 0 else None
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, user=as_user
+    )
+
+
+def test_postgres_restart_mid_stream_is_survived(
+    tmp_path: Path,
+    private_postgres: tuple[str, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dsn, state = private_postgres
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(TABLE)
+        conn.execute("INSERT INTO orders SELECT g, 0, 'start' FROM generate_series(0, 999) g")
+    monkeypatch.setenv("SHOP_DSN", dsn)
+    root = write_project(tmp_path / "p", pipeline(["public.orders"]))
+    writer = Writer(dsn, "orders", keys=1500)
+    writer.start()
+    proc = start_run(root)
+    try:
+        deadline = time.monotonic() + 60
+        while len(replica_rows(dsn, "shop_public_orders") or {}) < 1000:
+            assert time.monotonic() < deadline, run_log(root)[-3000:]
+            time.sleep(0.3)
+        time.sleep(1.0)  # streaming now
+        log = str(Path(state["data_dir"]) / "restart.log")  # a folder the server may write
+        restarted = _pg_ctl(state, "restart", "-m", "fast", "-w", "-t", "60", "-l", log)
+        assert restarted.returncode == 0, restarted.stderr
+        time.sleep(4.0)  # the writer reconnects; so do the source and the sink
+        writer.stop()
+        assert writer.errors, "the writer saw the server go away"
+        wait_equal(
+            lambda: source_rows(dsn, "orders"),
+            {"postgres": lambda: replica_rows(dsn, "shop_public_orders")},
+            120,
+            log=lambda: run_log(root),
+        )
+        deadline = time.monotonic() + 120
+        while group_lag(root, "sink-duck") != 0:
+            assert time.monotonic() < deadline, run_log(root)[-3000:]
+            time.sleep(0.3)
+    finally:
+        writer.stop()
+        assert stop(proc) == 0, run_log(root)[-3000:]
+    assert "restarting in" in run_log(root), "the source noticed the restart and reconnected"
+    wait_equal(
+        lambda: source_rows(dsn, "orders"),
+        {"duckdb": lambda: duck_rows(root / "warehouse.duckdb", "shop_public_orders")},
+        0,
+    )
