@@ -160,8 +160,8 @@ def test_diff_names_downstream_consumers(tmp_path: Path, cli: Cli) -> None:
                        str(new), "--json")  # fmt: skip
     assert code == 1  # removing a property needs a major bump
     data = json.loads(out)
-    assert data["topic"] == "orders"
-    assert data["affected"] == ["wh.main.orders (via connector warehouse)"]
+    assert data["topics"] == ["orders"]
+    assert data["affected"] == {"datasets": ["wh.main.orders"], "jobs": ["connector warehouse"]}
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -9,13 +10,24 @@ from typing import Annotated, Any
 
 import typer
 
-from trunkline.cli._common import EXIT_BAD_INPUT, EXIT_FAILURE, bad_input, err, out, print_json
+from trunkline.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    bad_input,
+    err,
+    out,
+    print_json,
+    state,
+)
 from trunkline.cli._common import project as open_project
+from trunkline.config import PROJECT_FILE, ProjectFileError
 from trunkline.contracts import ContractValidator, json_schema, load_contract
 from trunkline.contracts._check import check_topic
-from trunkline.contracts._diff import diff_contracts
+from trunkline.contracts._diff import Downstream, diff_contracts, downstream_of
 from trunkline.contracts._lint import lint
-from trunkline.errors import MetaError, TrunklineError
+from trunkline.errors import MetaError, NotFound
+from trunkline.meta import MetaStore
+from trunkline.project import HUB_SYSTEM
 
 contract_app = typer.Typer(
     help="Data contracts (ODCS v3) of topics: lint, diff, check.", no_args_is_help=True
@@ -71,23 +83,23 @@ def contract_diff(
     old: Annotated[Path, typer.Argument(help="The contract as it was.")],
     new: Annotated[Path, typer.Argument(help="The contract as it is to be.")],
     topic: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="The topic, to name its downstream consumers (default: the topic "
-            "whose contract is NEW or OLD in the project)."
+            help="A topic the contract is for, to name its downstream consumers (repeat for "
+            "several; default: the project's topics whose contract is NEW or OLD)."
         ),
     ] = None,
     as_json: _JSON = False,
 ) -> None:
-    """Each change classified (breaking or not, and the semver bump it needs).
+    """Each change classified (breaking or not, and the semver bump it needs), and what
+    reads the contract's topics: the datasets and jobs downstream in the lineage.
 
     Exits 1 when NEW's version is not bumped enough for its changes.
     """
     before, after = load_contract(old), load_contract(new)
     result = diff_contracts(before, after)
-    topic = topic or _topic_of(ctx, (new, old))
-    consumers = _downstream(ctx, topic) if topic else []
-    affected = consumers if any(c.breaking for c in result.changes) else []
+    downstream = _downstream(ctx, (new, old), tuple(topic or ()))
+    affected = downstream.consumers if result.breaking else ()
     data: dict[str, Any] = {
         "old_version": result.old_version,
         "new_version": result.new_version,
@@ -95,14 +107,25 @@ def contract_diff(
         "declared_bump": result.declared.label,
         "suggested_version": result.suggested_version,
         "version_ok": result.version_ok,
+        "breaking": result.breaking,
         "changes": [
             {"bump": c.bump.label, "breaking": c.breaking, "where": c.where, "message": c.message}
             for c in result.changes
         ],
         "registry": list(result.registry),
-        "topic": topic,
-        "downstream": consumers,
-        "affected": affected,
+        "topics": list(downstream.topics),
+        "downstream": {
+            "datasets": [
+                {"name": c.dataset, "hops": c.hops, "jobs": [str(j) for j in c.jobs]}
+                for c in downstream.consumers
+            ],
+            "jobs": [{"kind": j.kind, "name": j.name} for j in downstream.jobs],
+            "note": downstream.note,
+        },
+        "affected": {
+            "datasets": [c.dataset for c in affected],
+            "jobs": [str(j) for j in downstream.jobs] if affected else [],
+        },
     }
     if as_json:
         print_json(data)
@@ -120,10 +143,7 @@ def contract_diff(
             f"{result.suggested_version} (declared {result.new_version})",
             markup=False,
         )
-        if affected:
-            console.print(f"downstream of {topic} and affected: {', '.join(affected)}")
-        elif topic and consumers:
-            console.print(f"downstream of {topic}: {', '.join(consumers)}")
+        _print_downstream(downstream, breaking=result.breaking)
     if not result.version_ok:
         if not as_json:
             err().print(
@@ -131,6 +151,23 @@ def contract_diff(
                 f"{result.declared.label} bump; the changes need {result.required.label}"
             )
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _print_downstream(downstream: Downstream, *, breaking: bool) -> None:
+    console = out()
+    if downstream.note is not None:
+        console.print(f"downstream consumers unknown: {downstream.note}", markup=False)
+        return
+    shown = ", ".join(downstream.topics)
+    if breaking:
+        console.print(f"affected downstream of {shown} (breaking changes):", markup=False)
+    else:
+        console.print(f"downstream of {shown} (not affected: no breaking change):", markup=False)
+    for consumer in downstream.consumers:
+        jobs = ", ".join(str(j) for j in consumer.jobs)
+        away = "" if consumer.hops == 1 else f", {consumer.hops} hops away"
+        console.print(f"  {consumer.dataset}  (written by {jobs}{away})", markup=False)
+    console.print(f"  jobs: {', '.join(str(j) for j in downstream.jobs)}", markup=False)
 
 
 @contract_app.command("check")
@@ -184,28 +221,61 @@ def contract_schema(
     sys.stdout.write(json.dumps(json_schema(load_contract(file)), indent=2) + "\n")
 
 
-def _topic_of(ctx: typer.Context, files: tuple[Path, ...]) -> str | None:
-    """The project's topic whose contract is one of ``files`` (None outside a project)."""
+def _downstream(ctx: typer.Context, files: tuple[Path, ...], topics: tuple[str, ...]) -> Downstream:
+    """The consumers of ``topics`` (by default the project's topics whose contract is one of
+    ``files``), or a note saying why they cannot be named."""
+    path = state(ctx).project_path
     try:
         project = open_project(ctx)
-    except TrunklineError:
-        return None
-    wanted = {f.resolve() for f in files}
-    for name in project.contracts.topics():
-        path = project.contracts.path(name)
-        if path is not None and path.resolve() in wanted:
-            return name
-    return None
-
-
-def _downstream(ctx: typer.Context, topic: str) -> list[str]:
-    """Datasets and jobs downstream of ``topic`` in the catalog's lineage."""
+    except ProjectFileError as exc:
+        if not (path.is_file() or (path / PROJECT_FILE).is_file()):
+            where = path.resolve() / PROJECT_FILE if path.is_dir() else path.resolve()
+            return Downstream(
+                topics,
+                note=f"not in a project ({where} does not exist), so the contract's topics "
+                "and their lineage are unknown; run it in the project or pass -p PROJECT",
+            )
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Downstream(topics, note=f"the project cannot be loaded: {first}")
     try:
-        meta = open_project(ctx).meta
-        edges = meta.lineage(f"hub.{topic}", direction="downstream")
-    except (TrunklineError, MetaError):
-        return []
-    return sorted({f"{edge.target} (via {edge.job_kind} {edge.job})" for edge in edges})
+        meta = project.meta
+    except MetaError as exc:
+        return Downstream(topics, note=f"the metadata store cannot be opened: {exc}")
+    known = project.config.topics
+    if topics:
+        for name in topics:
+            if name not in known and not _in_catalog(meta, name):
+                close = difflib.get_close_matches(name, list(known), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                listed = ", ".join(sorted(known)) or "none"
+                raise bad_input(
+                    f"--topic {name!r}: no such topic in {project.config.root / PROJECT_FILE}; "
+                    f"{hint}its topics: {listed}"
+                )
+    else:
+        wanted = {f.resolve() for f in files}
+        topics = tuple(
+            name
+            for name in project.contracts.topics()
+            if (found := project.contracts.path(name)) is not None and found.resolve() in wanted
+        )
+        if not topics:
+            names = " or ".join(str(f) for f in files)
+            return Downstream(
+                (),
+                note=f"no topic in {project.config.root / PROJECT_FILE} has {names} as its "
+                "contract; name the topic with --topic",
+            )
+    return downstream_of(meta, topics)
+
+
+def _in_catalog(meta: MetaStore, topic: str) -> bool:
+    """Whether the catalog knows ``topic`` (a topic made outside trunkline.yaml)."""
+    try:
+        meta.get_dataset(HUB_SYSTEM, topic)
+    except NotFound:
+        return False
+    return True
 
 
 def perf_contracts(

@@ -6,18 +6,27 @@ retyped, a field that may now be null, a rule dropped or loosened, a shorter ret
 looser freshness. Adding optional properties and tightening rules is *non-breaking* for
 consumers (minor), though producers must then meet the tighter rules (the change says so).
 Descriptions, owners and tags are a patch.
+
+Who a breaking change hurts comes from the lineage: :func:`downstream_of` follows the
+edges out of the contract's topics, hop by hop, to every dataset fed from them and every
+connector or flow that moves the data (a sink's table, a flow reading that table...).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trunkline.contracts._model import Contract, Property
 from trunkline.contracts._rules import Rule, compile_rules
 from trunkline.contracts._schema import json_schema_text
 from trunkline.contracts._sla import LATENCY, RETENTION, find
+from trunkline.errors import MetaError, NotFound
+
+if TYPE_CHECKING:
+    from trunkline.meta import MetaStore
 
 
 class Bump(enum.IntEnum):
@@ -70,6 +79,111 @@ class ContractDiff:
     @property
     def version_ok(self) -> bool:
         return self.declared >= self.required
+
+    @property
+    def breaking(self) -> bool:
+        return any(c.breaking for c in self.changes)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Job:
+    """A connector or flow that moves data along the lineage (``sink warehouse``)."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """A dataset fed from the topic: ``hops`` edges away, written by ``jobs``."""
+
+    dataset: str
+    hops: int
+    jobs: tuple[Job, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Downstream:
+    """What reads a contract's topics, directly or through other datasets.
+
+    ``note`` says why nothing is listed, when nothing is: outside a project, a contract no
+    topic uses, or a topic no connector or flow has read yet.
+    """
+
+    topics: tuple[str, ...]
+    consumers: tuple[Consumer, ...] = ()
+    jobs: tuple[Job, ...] = ()
+    note: str | None = None
+
+
+def downstream_of(meta: MetaStore, topics: Sequence[str]) -> Downstream:
+    """Every dataset and job downstream of ``topics`` in ``meta``'s lineage, nearest first.
+
+    Example:
+        >>> from trunkline.meta import MetaStore
+        >>> with MetaStore.open("sqlite://") as meta:
+        ...     _ = meta.upsert_system("hub", "hub", "hub")
+        ...     _ = meta.upsert_dataset("hub", "orders", "topic")
+        ...     _ = meta.upsert_system("wh", "duckdb", "wh.duckdb")
+        ...     _ = meta.upsert_dataset("wh", "main.orders", "table")
+        ...     _ = meta.record_lineage("hub.orders", "wh.main.orders", job="warehouse",
+        ...                             job_kind="sink", run_id="r1")
+        ...     found = downstream_of(meta, ["orders"])
+        >>> [(c.dataset, c.hops, [str(j) for j in c.jobs]) for c in found.consumers]
+        [('wh.main.orders', 1, ['sink warehouse'])]
+    """
+    from trunkline.meta import DatasetRef
+    from trunkline.project import HUB_SYSTEM
+
+    hops: dict[str, int] = {}
+    writers: dict[str, set[Job]] = {}
+    unknown = []
+    for topic in topics:
+        start = DatasetRef(HUB_SYSTEM, topic)
+        try:
+            edges = meta.lineage(start, direction="downstream")
+        except NotFound:
+            unknown.append(topic)  # not in the catalog: nothing has recorded edges from it
+            continue
+        except MetaError as exc:
+            return Downstream(tuple(topics), note=f"the lineage cannot be read: {exc}")
+        out: dict[str, list[str]] = {}
+        for edge in edges:
+            target = str(edge.target)
+            out.setdefault(str(edge.source), []).append(target)
+            writers.setdefault(target, set()).add(Job(edge.job_kind, edge.job))
+        # Breadth first, so that each dataset counts its shortest way from the topic.
+        distance = {str(start): 0}
+        frontier = [str(start)]
+        while frontier:
+            following = []
+            for name in frontier:
+                for target in out.get(name, ()):
+                    if target not in distance:
+                        distance[target] = distance[name] + 1
+                        following.append(target)
+            frontier = following
+        for name, away in distance.items():
+            if away and away < hops.get(name, away + 1):
+                hops[name] = away
+    consumers = tuple(
+        Consumer(name, hops[name], tuple(sorted(writers[name])))
+        for name in sorted(hops, key=lambda n: (hops[n], n))
+    )
+    jobs = tuple(dict.fromkeys(j for c in consumers for j in c.jobs))
+    note = None
+    if not consumers:
+        shown = ", ".join(f"{HUB_SYSTEM}.{t}" for t in topics)
+        note = (
+            f"no lineage is recorded downstream of {shown}: no connector or flow has read "
+            "it in a 'trunkline run' yet"
+        )
+        if unknown:
+            note += f" (not in the catalog: {', '.join(unknown)})"
+    return Downstream(tuple(topics), consumers, jobs, note)
 
 
 def _semver(text: str) -> tuple[int, int, int]:

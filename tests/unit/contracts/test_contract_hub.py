@@ -151,3 +151,6 @@ def test_retention_mismatch_is_a_project_problem(tmp_path: Path) -> None:
     assert "agrees a retention of 7d, but the topic keeps records for 3d" in problem.message
     assert problem.line is not None
     assert project_problems(load_project(make(tmp_path / "b"))) == []
+    # A topic that keeps records forever does not keep the contract's 7 days either.
+    (problem,) = project_problems(load_project(make(tmp_path / "c", retention="forever")))
+    assert "agrees a retention of 7d, but the topic keeps records for forever" in problem.message
