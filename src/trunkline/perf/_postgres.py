@@ -13,7 +13,7 @@ import pyarrow.csv as pcsv
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-__all__ = ["PG_SINKS", "copy_seconds", "scratch_database"]
+__all__ = ["PG_SCHEMAS", "PG_SINKS", "copy_seconds", "drop_schemas", "scratch_database"]
 
 #: The ``postgres`` sinks ``trunkline perf sink`` adds when given a server.
 PG_SINKS = """\
@@ -36,6 +36,19 @@ PG_SINKS = """\
     batch_bytes: 64MiB
     linger: 100ms
 """
+
+
+#: The schemas of :data:`PG_SINKS`, with the offsets those sinks keep.
+PG_SCHEMAS = ("append_sink", "upsert_sink")
+
+
+def drop_schemas(dsn: str, schemas: tuple[str, ...] = PG_SCHEMAS) -> None:
+    """Drop ``schemas`` (tables and the sinks' offsets in them) before a new round: a new
+    hub starts its topics at offset 0 again, and a sink that found its old offsets there
+    would skip every record."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @contextlib.contextmanager

@@ -264,8 +264,9 @@ def run_sink_benchmark(
                 timed("iceberg_sink", seconds)
                 commits.append(counters.get("commits", 0) / (seconds / 60))
             if pg_dsn:
-                from trunkline.perf._postgres import copy_seconds
+                from trunkline.perf._postgres import copy_seconds, drop_schemas
 
+                drop_schemas(pg_dsn)
                 timed("postgres_copy", copy_seconds(pg_dsn, typed, f"direct_{round_no}"))
                 timed("postgres_sink", _run_sink(root, "pg", rows, drained=False))
                 timed("postgres_upsert_sink", _run_sink(root, "pg_upsert", rows, drained=False))

@@ -122,8 +122,11 @@ def read_changes(
     if rows_table.num_columns == 0:
         rows_table = _empty()
     elif rows_table.num_rows > 1:
-        order = pc.sort_indices(rows_table.column(SEQ))
-        rows_table = rows_table.take(order)
+        seq = rows_table.column(SEQ).to_numpy()
+        # One kind of change (a snapshot, a run of inserts) is in order already: a sort
+        # would copy every column for nothing.
+        if not (np.diff(seq) > 0).all():
+            rows_table = rows_table.take(pc.sort_indices(rows_table.column(SEQ)))
     return Changes(rows_table, sorted(bad), envelope, len(tombstone_rows))
 
 
@@ -165,8 +168,9 @@ def _upserts_by_text(
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset :]
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
     afters = byte_ranges(data, offsets[positions] + first, head_length[positions] - first)
-    cut = pa.array(cut)
-    rest = pc.if_else(cut, pa.scalar(None, pa.binary()), values)
+    if len(positions) == len(values):
+        return positions, afters, pa.nulls(len(values), pa.binary())
+    rest = pc.if_else(pa.array(cut), pa.scalar(None, pa.binary()), values)
     return positions, afters, rest
 
 
