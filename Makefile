@@ -10,8 +10,9 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Re-install only when the project's dependencies change.
+# The demo writes an Iceberg table, so the plain install takes the iceberg extra.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[iceberg]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python

@@ -33,6 +33,8 @@ TrunklineError                  root; `retryable` tells retry policies whether t
 │   ├── TargetUnavailable       the target cannot be reached (network, lock, disk); retryable
 │   └── IncompatibleChange      the data no longer fits the target (a column changed type);
 │                               stops the connector until someone changes the target
+├── LeaseLost                   this process no longer holds the lease of an exclusive task
+│                               (another took over): its writes (checkpoints) are refused
 └── SchemaError                 the schema registry refused a request (each maps to the HTTP
     │                           status and error code of Confluent's API: ``http_status``,
     │                           ``error_code``)
@@ -83,6 +85,7 @@ __all__ = [
     "InvalidSchema",
     "InvalidSubject",
     "InvalidVersion",
+    "LeaseLost",
     "MetaError",
     "MetaUnavailable",
     "MissingDependency",
@@ -454,3 +457,13 @@ class IncompatibleChange(ConnectorError):
 
     Not retryable: the connector stops with this message until the target is changed.
     """
+
+
+class LeaseLost(TrunklineError):
+    """The lease of an exclusive task passed to another process; this one must stop it.
+
+    Raised where a write checks the lease's fencing token (a checkpoint save) and finds that
+    another holder took over. Retryable: the task stands by and may own the lease again.
+    """
+
+    retryable = True

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from trunkline.config import EmbeddedHub as EmbeddedHubConfig
 from trunkline.config import KafkaHub as KafkaHubConfig
 from trunkline.config import ProjectConfig, load_project
-from trunkline.errors import ConfigError, NotFound, TopicNotFound
+from trunkline.errors import ConfigError, NotFound, TopicNotFound, Unsupported
 from trunkline.hub import Hub, TopicConfig, TopicDescription
 from trunkline.meta import KEEP, Dataset, MetaStore, SchemaRef
 
@@ -258,6 +258,11 @@ class Project:
                 topics.add(name)
             except TopicNotFound:
                 continue  # deleted meanwhile by another process
+            except Unsupported as exc:
+                # A shared Kafka cluster holds topics trunkline did not make (gzip ones):
+                # they stay as the catalog has them rather than stopping every sync.
+                log.warning("catalog: topic %r left as it was: %s", name, exc)
+                topics.add(name)
         try:
             known = self.meta.list_datasets(system=HUB_SYSTEM)
         except NotFound:

@@ -100,3 +100,41 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 def run_log(root: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(root.glob("run-*.log")))
+
+
+class Files:
+    """Writes CSV files into the source folder, each whole (written aside, then renamed)."""
+
+    def __init__(self, folder: Path, rows_per_file: int = 300, keys: int = 400) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.rows_per_file = rows_per_file
+        self.keys = keys
+        self.seq = 0
+        self.count = 0
+        self.names: list[str] = []
+
+    def write(self) -> None:
+        lines = ["id,seq,payload"]
+        for _ in range(self.rows_per_file):
+            lines.append(f"{self.seq % self.keys},{self.seq},p{self.seq * 7919 % 100_003}")
+            self.seq += 1
+        name = f"{self.count:05d}.csv"
+        self.count += 1
+        temp = self.folder / f".{name}.tmp"
+        temp.write_text("\n".join(lines) + "\n")
+        past = time.time() - 5
+        os.utime(temp, (past, past))
+        temp.rename(self.folder / name)
+        self.names.append(name)
+
+
+def tasks_of(root: Path, pid: int) -> dict[str, dict[str, Any]]:
+    """The tasks in the status file of the `trunkline run` process ``pid``, by name."""
+    path = next((root / ".trunkline" / "status").glob(f"*-{pid}.json"), None)
+    if path is None:
+        return {}
+    try:
+        return {t["name"]: t for t in json.loads(path.read_text())["tasks"]}
+    except (ValueError, KeyError):
+        return {}

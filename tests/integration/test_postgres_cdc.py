@@ -160,6 +160,14 @@ def test_types_round_trip_through_both_sinks(tmp_path: Path, cdc_db: str) -> Non
             conn.execute("DELETE FROM kinds WHERE id = 11")
         wait_equal(expected, {"postgres": replica}, 60)
         caught_up(runner, "sink-duck")
+        # Lineage: table -> topic -> both sinks' tables, each edge named by its connector.
+        meta = runner.project.meta
+        for target, sink in (("replica.replica", "replica"), ("duck.main", "duck")):
+            edges = meta.lineage(f"{target}.shop_public_kinds")
+            assert [(str(e.source), str(e.target), e.job) for e in edges] == [
+                ("hub.shop.public.kinds", f"{target}.shop_public_kinds", sink),
+                ("shop.public.kinds", "hub.shop.public.kinds", "shop"),
+            ]
     # DuckDB lets one process open its file: read it once the run is over.
     wait_equal(expected, {"duckdb": duck}, 0)
     with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:

@@ -23,6 +23,7 @@ from trunkline.runtime import read_dead_letters
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _runtime_helpers import (
+    Files,
     committed_total,
     files_done,
     group_lag,
@@ -72,33 +73,6 @@ sinks:
     batch_records: 700
     session_timeout: 2s
 """
-
-
-class Files:
-    """Writes CSV files into the source folder, each whole (written aside, then renamed)."""
-
-    def __init__(self, folder: Path, rows_per_file: int = 300, keys: int = 400) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.rows_per_file = rows_per_file
-        self.keys = keys
-        self.seq = 0
-        self.count = 0
-        self.names: list[str] = []
-
-    def write(self) -> None:
-        lines = ["id,seq,payload"]
-        for _ in range(self.rows_per_file):
-            lines.append(f"{self.seq % self.keys},{self.seq},p{self.seq * 7919 % 100_003}")
-            self.seq += 1
-        name = f"{self.count:05d}.csv"
-        self.count += 1
-        temp = self.folder / f".{name}.tmp"
-        temp.write_text("\n".join(lines) + "\n")
-        past = time.time() - 5
-        os.utime(temp, (past, past))
-        temp.rename(self.folder / name)
-        self.names.append(name)
 
 
 def _finished(root: Path, files: Files, sinks: tuple[str, ...]) -> bool:

@@ -18,7 +18,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from trunkline import __version__
-from trunkline.cli._catalog import catalog_app
+from trunkline.cli._catalog import catalog_app, lineage
 from trunkline.cli._common import EXIT_BAD_INPUT, State, err, exit_code, out
 from trunkline.cli._contract import contract_app, perf_contracts
 from trunkline.cli._groups import group_app
@@ -119,6 +119,7 @@ app.add_typer(topic_app, name="topic")
 app.add_typer(group_app, name="group")
 catalog_app.command("add")(catalog_add)
 app.add_typer(catalog_app, name="catalog")
+app.command("lineage")(lineage)
 app.command("analyze")(analyze)
 app.command("query")(query)
 app.command("plan")(plan)

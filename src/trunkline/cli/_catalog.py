@@ -7,9 +7,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from trunkline.cli._common import out, print_json, project
+from trunkline.cli._common import bad_input, out, print_json, project
 from trunkline.config import format_size
-from trunkline.meta import Dataset
+from trunkline.meta import Dataset, Direction, LineageEdge
 
 catalog_app = typer.Typer(
     help="Systems, datasets, owners, stats and lineage.", no_args_is_help=True
@@ -91,6 +91,58 @@ def show(
         console.print(columns)
     console.print(f"  upstream: {', '.join(data['upstream']) or '-'}")
     console.print(f"  downstream: {', '.join(data['downstream']) or '-'}")
+
+
+def _edge(e: LineageEdge) -> dict[str, Any]:
+    return {
+        "source": str(e.source),
+        "target": str(e.target),
+        "job": e.job,
+        "job_kind": e.job_kind,
+        "first_seen": e.first_seen,
+        "last_seen": e.last_seen,
+        "last_run_id": e.last_run_id,
+    }
+
+
+def lineage(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="system.name, or a unique short name.")],
+    upstream: Annotated[
+        bool, typer.Option("--upstream", help="Only what feeds the dataset.")
+    ] = False,
+    downstream: Annotated[
+        bool, typer.Option("--downstream", help="Only what the dataset feeds.")
+    ] = False,
+    depth: Annotated[
+        int | None, typer.Option(min=1, help="At most this many hops (default: all).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Where a dataset's data comes from and where it goes: every edge, hop by hop, with the
+    connector or flow that moves it (``trunkline lineage warehouse.main.orders``)."""
+    if upstream and downstream:
+        raise bad_input("--upstream and --downstream exclude each other; give neither for both")
+    proj = project(ctx)
+    proj.sync_catalog()
+    dataset = proj.meta.resolve(name)
+    directions: list[Direction] = ["upstream", "downstream"]
+    if upstream or downstream:
+        directions = ["upstream" if upstream else "downstream"]
+    walks = {d: proj.meta.lineage(dataset, direction=d, depth=depth) for d in directions}
+    if as_json:
+        print_json(
+            {"dataset": dataset.qualified_name, **{d: [_edge(e) for e in walks[d]] for d in walks}}
+        )
+        return
+    console = out()
+    console.print(f"[bold]{dataset.qualified_name}[/bold] ({dataset.kind})")
+    for direction, edges in walks.items():
+        console.print(f"{direction}:")
+        if not edges:
+            console.print("  -")
+        for e in edges:
+            console.print(f"  {e.source} -> {e.target}  ({e.job_kind} {e.job})", markup=False)
 
 
 @catalog_app.command("sync")

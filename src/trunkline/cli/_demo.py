@@ -11,6 +11,7 @@ from rich.table import Table
 from trunkline.cli._common import err, out
 from trunkline.config import format_size
 from trunkline.demo import DemoResult, run_demo
+from trunkline.demo._pipeline import FlowResult
 
 
 def render_demo(directory: Path | None, scale: float) -> None:
@@ -88,7 +89,7 @@ def _render_pipeline(result: DemoResult) -> None:
             f"{pipeline.files} CSV exports in incoming/\n"
             "  -> source payment_exports (files) -> topic payments\n"
             "  -> sink warehouse (DuckDB, upsert by payment_id)\n"
-            "  -> sink lake (Parquet files by day)\n"
+            "  -> sink lakehouse (Iceberg table demo.payments, upsert by payment_id)\n"
             f"{pipeline.rows_written:,} records in {pipeline.seconds:.1f}s, from start to a "
             "clean stop",
             title="trunkline run",
@@ -104,8 +105,8 @@ def _render_pipeline(result: DemoResult) -> None:
         by_method.add_row(method, f"{count:,}", f"{amount:,.2f}")
     console.print(by_method)
     console.print(
-        f"{pipeline.table_rows:,} rows in DuckDB (a retried export repeated some payments: "
-        f"the upsert kept one row each); {pipeline.parquet_files} Parquet files in lake/"
+        f"{pipeline.table_rows:,} rows in DuckDB and {pipeline.iceberg_rows:,} in the Iceberg "
+        "table read back (a retried export repeated some payments: each upsert kept one row)"
     )
     dead = Table(title="dead letters (payment_exports.dlq)", title_justify="left")
     dead.add_column("from")
@@ -113,5 +114,27 @@ def _render_pipeline(result: DemoResult) -> None:
     for origin, error in pipeline.dead_letters:
         dead.add_row(origin, error)
     console.print(dead)
+    if pipeline.flow is not None:
+        _render_flow(pipeline.flow)
     for line in pipeline.lineage:
         console.print(f"lineage: {line}")
+
+
+def _render_flow(flow: FlowResult) -> None:
+    console = out()
+    console.print(
+        f"flow {flow.name} (into {flow.into}), placed on {', '.join(flow.engines)}:\n"
+        f"  {flow.sql}\n"
+        f"EXPLAIN (what `trunkline plan {flow.name}` prints):",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    # Plain text, wrapped rather than cropped: it holds the exact SQL each engine is sent.
+    console.print(flow.explain, markup=False, highlight=False, soft_wrap=True)
+    table = Table(title=f"{flow.into}", title_justify="left")
+    for column in ("method", "payments", "amount EUR"):
+        table.add_column(column, justify="right" if column != "method" else "left")
+    for method, count, amount in flow.rows:
+        table.add_row(method, f"{count:,}", f"{amount:,.2f}")
+    console.print(table)

@@ -46,7 +46,9 @@ def catalog_add(
         str,
         typer.Argument(
             help="postgres: a DSN with the password as ${VAR}; duckdb: the database file; "
-            "parquet: the folder; view: its SQL."
+            "parquet: the folder; iceberg: a SQL catalog URI (sqlite:///path/catalog.db, "
+            "postgresql://user:${VAR}@host/db) or a warehouse folder with catalog.db; view: "
+            "its SQL."
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,

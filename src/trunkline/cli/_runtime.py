@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from trunkline.cli._common import EXIT_FAILURE, bad_input, err, out, print_json, project
-from trunkline.config import parse_size
+from trunkline.config import parse_duration, parse_size
 from trunkline.connectors.base import dead_letter_topic
 from trunkline.errors import ConfigError, TopicNotFound
 
@@ -28,7 +28,9 @@ def run(
     ctx: typer.Context,
     only: Annotated[
         list[str] | None,
-        typer.Option("--only", help="Run only this source or sink (repeat for several)."),
+        typer.Option(
+            "--only", help="Run only this source, sink or continuous flow (repeat for several)."
+        ),
     ] = None,
     memory: Annotated[
         str, typer.Option(help="In-flight memory budget of all sinks of this process.")
@@ -40,21 +42,35 @@ def run(
     metrics_host: Annotated[
         str, typer.Option(help="Address of the metrics endpoint.")
     ] = "127.0.0.1",
+    lease_ttl: Annotated[
+        str,
+        typer.Option(
+            help="With a PostgreSQL metadata store: how long a lease lasts without a "
+            "heartbeat, i.e. how soon another process takes over a dead one's sources."
+        ),
+    ] = "10s",
 ) -> None:
-    """Run every source and sink of the project until SIGTERM or Ctrl-C, which drain cleanly."""
+    """Run every source, sink and continuous flow until SIGTERM or Ctrl-C, which drain cleanly."""
     from trunkline.runtime import Runner, RunOptions
 
     try:
         budget = parse_size(memory)
     except ConfigError as exc:
         raise bad_input(f"--memory: {exc}") from None
+    try:
+        ttl = parse_duration(lease_ttl) / 1000
+    except ConfigError as exc:
+        raise bad_input(f"--lease-ttl: {exc}") from None
+    if not 1 <= ttl <= 3600:
+        raise bad_input(f"--lease-ttl: expected 1s to 1h, found {lease_ttl!r}")
     proj = project(ctx)
     if not proj.config.sources and not proj.config.sinks:
         raise bad_input("the project has no sources or sinks to run (see trunkline.yaml)")
     address = None if metrics_port is None else (metrics_host, metrics_port)
-    runner = Runner(
-        proj, RunOptions(only=tuple(only or ()), memory=budget, metrics_address=address)
+    options = RunOptions(
+        only=tuple(only or ()), memory=budget, metrics_address=address, lease_ttl=ttl
     )
+    runner = Runner(proj, options)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         err().print(f"{signal.Signals(signum).name}: draining and committing (again to quit now)")
@@ -136,11 +152,13 @@ def status(
 ) -> None:
     """What every connector is doing, in every `trunkline run` process of the project."""
     from trunkline.runtime import read_status, state_dir
+    from trunkline.runtime._lag import lag_origin, pipelines
 
     proj = project(ctx)
     processes = read_status(state_dir(proj) / "status")
     configured = [("source", n, s.type) for n, s in proj.config.sources.items()]
     configured += [("sink", n, s.type) for n, s in proj.config.sinks.items()]
+    configured += [("flow", n, "flow") for n, f in proj.config.flows.items() if f.freshness]
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for process in processes:
         label = f"{process.document.get('host')}:{process.document.get('pid')}"
@@ -159,6 +177,8 @@ def status(
             found = {"name": name, "kind": kind, "type": type_name, "state": "never run"}
         rows.append({k: v for k, v in found.items() if k != "_rank"})
     full_rows = [r for r in rows if "rows_per_s" in r]
+    keyed = {(r["kind"], r["name"]): r for r in rows}
+    lags = [lag_origin(p, keyed) for p in pipelines(proj.config)]
     summary = {
         "processes": [
             {
@@ -173,6 +193,7 @@ def status(
         ],
         "connectors": rows,
         "lag_origin": _lag_origin(full_rows),
+        "pipelines": lags,
     }
     if as_json:
         print_json(summary)
@@ -210,6 +231,10 @@ def status(
         console.print(f"last error of {line}")
     live = summary["processes"]
     console.print(f"processes running: {len(live)}; lag comes from: {summary['lag_origin']}")
+    for lagging in lags:
+        if lagging["origin"] != "none":
+            line = f"lag of {lagging['pipeline']}: {lagging['origin']} - {lagging['why']}"
+            console.print(line, markup=False)
 
 
 # -- dead letters --------------------------------------------------------------------------

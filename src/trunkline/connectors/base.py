@@ -43,6 +43,7 @@ __all__ = [
     "DeadLetterSink",
     "Delivery",
     "JSONValue",
+    "LineageDataset",
     "Metrics",
     "Offsets",
     "Sink",
@@ -277,6 +278,20 @@ class Capabilities:
     upsert: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LineageDataset:
+    """A dataset outside the hub that a connector reads into a topic, or writes a topic to.
+
+    ``name`` is the dataset's name in the connector's own catalog system (the one it
+    registers in ``open``, named like the connector): ``public.orders`` of a PostgreSQL
+    database, ``main.orders`` of a DuckDB file, ``orders-*.csv`` of a folder.
+    """
+
+    topic: str
+    name: str
+    kind: Literal["table", "fileset", "endpoint"] = "table"
+
+
 # Sources -------------------------------------------------------------------------------
 
 
@@ -342,8 +357,9 @@ class Source(ABC):
     1. ``Source(name, config)``: cheap, no I/O; ``config`` is a validated ``Config``.
     2. :meth:`topics`: the topics it may write, created by the runtime when missing.
     3. :meth:`open` with the context and the last checkpointed ``state`` (None on the first
-       run): connect, validate, register datasets and lineage. Everything it needs to
-       continue must be derivable from ``state``.
+       run): connect, validate, register its catalog system and datasets; then the
+       runtime records the edges :meth:`lineage` names. Everything it needs to continue
+       must be derivable from ``state``.
     4. :meth:`poll` in a loop. The runtime applies the ``transforms`` of the settings,
        writes each returned batch to the hub and waits until it is durable before polling
        again; then it calls the batch's ``on_delivery``, if any.
@@ -395,6 +411,14 @@ class Source(ABC):
 
     backlog_unit: ClassVar[str] = "records"
 
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        """The datasets this source reads, each with the topic it feeds (default: none).
+
+        Called by the runtime after :meth:`open`, which registers the connector's system;
+        the runtime registers the datasets and records the edges dataset -> topic.
+        """
+        return ()
+
 
 # Sinks ---------------------------------------------------------------------------------
 
@@ -407,8 +431,8 @@ class Sink(ABC):
     1. ``Sink(name, config)``: cheap, no I/O.
     2. :meth:`topics`: the topics to read (the runtime subscribes the consumer group
        ``sink-<name>`` to them, and to the sink's retry topic).
-    3. :meth:`open` with the context: connect, create what is missing, register datasets and
-       lineage.
+    3. :meth:`open` with the context: connect, create what is missing, register its catalog
+       system and datasets; then the runtime records the edges :meth:`lineage` names.
     4. :meth:`assign` whenever the group gives this process partitions; an exactly-once sink
        returns the offsets its target has applied, and reading resumes there.
     5. :meth:`write_batch` with the records of one partition, in offset order, as often as
@@ -481,6 +505,14 @@ class Sink(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the target; idempotent; work not snapshotted is dropped."""
+
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        """The datasets this sink writes, each with the topic it copies (default: none).
+
+        Called by the runtime after :meth:`open`, which registers the connector's system;
+        the runtime registers the datasets and records the edges topic -> dataset.
+        """
+        return ()
 
 
 def settings_error(

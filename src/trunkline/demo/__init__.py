@@ -7,8 +7,9 @@ consumer group, and prints what happened: topics, partitions, offsets, throughpu
 catalog, and a small report computed by DuckDB from the consumed records.
 
 Then it runs a pipeline (:mod:`trunkline.demo._pipeline`): CSV payment exports read by the
-``files`` source into the hub, and from there upserted into DuckDB and written as Parquet
-files partitioned by day, with the damaged lines in the dead-letter topic.
+``files`` source into the hub, and from there upserted into DuckDB and into an Iceberg table,
+with the damaged lines in the dead-letter topic; then a flow over catalog names, planned
+across the Iceberg and DuckDB engines, shown with its EXPLAIN.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def run_demo(
             for d in project.meta.list_datasets()
         ]
         result.group_lag = project.hub.describe_group("demo-report").lag
-        say("running the pipeline: CSV files -> hub -> DuckDB + Parquet")
+        say("running the pipeline: CSV files -> hub -> DuckDB + Iceberg")
         result.pipeline = run_pipeline(project, rows=max(100, int(100_000 * scale)))
         result.catalog = [
             (d.qualified_name, d.owner or "-", d.description or "", d.rows)

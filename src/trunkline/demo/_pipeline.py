@@ -1,9 +1,13 @@
-"""The demo's pipeline: CSV files -> the ``files`` source -> hub -> DuckDB and Parquet sinks.
+"""The demo's pipeline: CSV files -> the ``files`` source -> hub -> DuckDB and Iceberg sinks,
+then a flow over catalog names, planned across engines, with its EXPLAIN.
 
 Payment exports land as CSV files in ``incoming/`` (each with one damaged line, which
 ends up in the dead-letter topic with its file and line). The runtime runs in-process
-until every file is read and both sinks have caught up, then stops cleanly; the result is
-queried in the DuckDB file the sink wrote.
+until every file is read and both sinks have caught up, then stops cleanly. The result is
+read back from the DuckDB file and from the Iceberg table (through the catalog's Iceberg
+system), and the flow ``large_payments_by_method`` runs over the Iceberg table: the planner
+scans it on the Iceberg engine with the filter pushed into the scan and aggregates in
+DuckDB, and writes the result into the warehouse.
 """
 
 from __future__ import annotations
@@ -20,10 +24,18 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from trunkline.demo._data import EPOCH_MS, MONTH_MS
+from trunkline.federation import open_planner
+from trunkline.federation.catalog import add_system
+from trunkline.federation.flows import run_flow
+from trunkline.planner.explain import explain
 from trunkline.project import Project
 from trunkline.runtime import Runner, RunOptions, read_dead_letters
 
-__all__ = ["PIPELINE", "PipelineResult", "run_pipeline"]
+__all__ = ["FLOW", "PIPELINE", "FlowResult", "PipelineResult", "run_pipeline"]
+
+#: The flow the demo plans, explains and runs.
+FLOW = "large_payments_by_method"
+ICEBERG_COUNT = "select count(*) as n from lakehouse.demo.payments"
 
 #: Appended to the demo's project file.
 PIPELINE = """\
@@ -44,17 +56,38 @@ sinks:
     mode: upsert
     key: [payment_id]
     linger: 200ms
-  lake:
-    type: parquet
-    path: lake
+  lakehouse:
+    type: iceberg
+    warehouse: lakehouse
+    namespace: demo
     topics: [payments]
-    partition_by: ["date(paid_at)"]
-    roll_interval: 1s
+    mode: upsert
+    key: [payment_id]
+    commit_interval: 1s
     linger: 200ms
+flows:
+  large_payments_by_method:
+    description: Payments over 50 EUR per method, computed from the Iceberg table.
+    sql: >-
+      select method, count(*) as payments, round(sum(amount), 2) as amount
+      from lakehouse.demo.payments where amount > 50 group by method
+    into: warehouse.main.large_payments_by_method
 """
 
 METHODS = ["card", "paypal", "sepa", "klarna", "apple_pay"]
 METHOD_WEIGHTS = [0.45, 0.2, 0.15, 0.1, 0.1]
+
+
+@dataclass
+class FlowResult:
+    """The demo's planned flow: its SQL, its EXPLAIN, the engines it ran on, its result."""
+
+    name: str
+    sql: str
+    into: str
+    explain: str
+    engines: list[str]
+    rows: list[tuple[str, int, float]]
 
 
 @dataclass
@@ -65,7 +98,8 @@ class PipelineResult:
     rows_written: int = 0
     seconds: float = 0.0
     table_rows: int = 0
-    parquet_files: int = 0
+    iceberg_rows: int = 0
+    flow: FlowResult | None = None
     dead_letters: list[tuple[str, str]] = field(default_factory=list)
     by_method: list[tuple[str, int, float]] = field(default_factory=list)
     lineage: list[str] = field(default_factory=list)
@@ -138,7 +172,6 @@ def run_pipeline(project: Project, rows: int, timeout: float = 60.0) -> Pipeline
     result.dead_letters = [
         (e.origin, e.error) for e in read_dead_letters(project.hub, "payment_exports.dlq")
     ]
-    result.parquet_files = len(list((project.root / "lake").rglob("*.parquet")))
     with duckdb.connect(str(project.root / "warehouse.duckdb"), read_only=True) as con:
         count = con.sql("SELECT count(*) FROM payments").fetchone()
         result.table_rows = int(count[0]) if count else 0
@@ -149,9 +182,46 @@ def run_pipeline(project: Project, rows: int, timeout: float = 60.0) -> Pipeline
                 "GROUP BY method ORDER BY 3 DESC"
             ).fetchall()
         ]
-    for edge in project.meta.lineage("warehouse.main.payments", depth=3):
-        result.lineage.append(f"{edge.source} -> {edge.target} ({edge.job_kind} {edge.job})")
+    # The Iceberg table as any reader sees it, through the catalog's Iceberg system.
+    add_system(project, "iceberg", "lakehouse", "lakehouse")
+    result.iceberg_rows = int(_query(project, ICEBERG_COUNT).column(0)[0].as_py())
+    result.flow = run_planned_flow(project, FLOW)
+    for dataset in ("warehouse.main.payments", f"warehouse.main.{FLOW}"):
+        for edge in project.meta.lineage(dataset, depth=3):
+            line = f"{edge.source} -> {edge.target} ({edge.job_kind} {edge.job})"
+            if line not in result.lineage:
+                result.lineage.append(line)
     return result
+
+
+def _query(project: Project, sql: str) -> pa.Table:
+    planner = open_planner(project)
+    try:
+        return planner.query(sql)
+    finally:
+        planner.close()
+
+
+def run_planned_flow(project: Project, name: str) -> FlowResult:
+    """Plan flow ``name`` (the EXPLAIN of ``trunkline plan``), run it, read its target."""
+    spec = project.config.flows[name]
+    planner = open_planner(project)
+    try:
+        plan = planner.plan(spec.sql)
+    finally:
+        planner.close()
+    report = run_flow(project, name)
+    with duckdb.connect(str(project.root / "warehouse.duckdb"), read_only=True) as con:
+        target = con.table(name).select("method, payments, amount")
+        rows = target.order("amount DESC").fetchall()
+    return FlowResult(
+        name=name,
+        sql=spec.sql,
+        into=str(report["into"]),
+        explain=explain(plan),
+        engines=sorted({step.engine for step in plan.steps}),
+        rows=[(str(m), int(n), float(a)) for m, n, a in rows],
+    )
 
 
 def _done(project: Project, runner: Runner, expected: int, files: int) -> bool:
@@ -161,4 +231,6 @@ def _done(project: Project, runner: Runner, expected: int, files: int) -> bool:
         return False
     hub = project.hub
     ends = hub.end_offsets("payments")
-    return all(hub.committed(f"sink-{sink}", "payments") == ends for sink in ("warehouse", "lake"))
+    return all(
+        hub.committed(f"sink-{sink}", "payments") == ends for sink in ("warehouse", "lakehouse")
+    )

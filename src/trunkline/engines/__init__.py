@@ -1,4 +1,4 @@
-"""Engine adapters with capabilities as data: the hub, DuckDB, PostgreSQL and Spark.
+"""Engine adapters with capabilities as data: the hub, DuckDB, PostgreSQL, Iceberg and Spark.
 
 The planner sees engines only through :class:`Engine`: what they declare they can run
 (:class:`Capabilities`, asked through ``engine.can_run(step)``), the text they are sent
@@ -52,6 +52,7 @@ ENGINES.register("duckdb", "trunkline.engines.duckdb:DuckDBEngine")
 ENGINES.register("hub", "trunkline.engines.hub:HubEngine")
 ENGINES.register("postgres", "trunkline.engines.postgres:PostgresEngine", extra="postgres")
 ENGINES.register("spark", "trunkline.engines.spark:SparkEngine", extra="spark")
+ENGINES.register("iceberg", "trunkline.engines.iceberg:IcebergEngine", extra="iceberg")
 
 
 def open_engines(
@@ -62,8 +63,9 @@ def open_engines(
     env: Mapping[str, str] | None = None,
     spark: Mapping[str, Any] | None = None,
 ) -> list[Engine]:
-    """The engines for a catalog: DuckDB, the hub's, one per PostgreSQL system, and Spark
-    when ``spark`` settings are given (``{}`` for the defaults).
+    """The engines for a catalog: DuckDB, the hub's, one per PostgreSQL system, one that
+    scans every Iceberg system, and Spark when ``spark`` settings are given (``{}`` for the
+    defaults).
 
     Nothing connects yet: database engines connect on their first step.
     """
@@ -73,6 +75,8 @@ def open_engines(
     postgres = [s for s in systems if s.kind == "postgres"]
     for system in postgres:
         engines.append(ENGINES.get("postgres")(system.name, system.location, system.options, env))
+    if any(s.kind == "iceberg" for s in systems):
+        engines.append(ENGINES.get("iceberg")(env=env))
     if spark is not None:
         connections = {s.name: (s.location, dict(s.options)) for s in postgres}
         engines.append(ENGINES.get("spark")(postgres=connections, env=env, **spark))

@@ -55,11 +55,13 @@ _DISCOVERERS: dict[str, str] = {
     "postgres": "trunkline.engines._pg_catalog:discover",
     "duckdb": "trunkline.engines._discover:discover_duckdb",
     "parquet": "trunkline.engines._discover:discover_lake",
+    "iceberg": "trunkline.engines.iceberg:discover",
 }
 _ANALYZERS: dict[str, str] = {
     "postgres": "trunkline.engines._pg_catalog:analyze",
     "duckdb": "trunkline.engines._discover:analyze_duckdb",
     "parquet": "trunkline.engines._discover:analyze_lake",
+    "iceberg": "trunkline.engines.iceberg:analyze",
 }
 
 

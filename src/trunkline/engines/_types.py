@@ -25,6 +25,8 @@ _SIMPLE: dict[Any, pa.DataType] = {
     T.DOUBLE: pa.float64(),
     T.DATE: pa.date32(),
     T.TIMESTAMP: pa.timestamp("us"),
+    # DuckDB's TIMESTAMP (no time zone) builds as TIMESTAMPNTZ in sqlglot.
+    T.TIMESTAMPNTZ: pa.timestamp("us"),
     T.DATETIME: pa.timestamp("us"),
     T.TIMESTAMPTZ: pa.timestamp("us", tz="UTC"),
     T.TIMESTAMPLTZ: pa.timestamp("us", tz="UTC"),

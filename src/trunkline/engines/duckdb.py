@@ -17,26 +17,19 @@ import pyarrow as pa
 from sqlglot import exp
 
 from trunkline.engines._files import parquet_files
-from trunkline.engines.base import Capabilities, Fragment, Source, Step, Verdict, check
+from trunkline.engines.base import (
+    OPERATORS,
+    Capabilities,
+    Fragment,
+    Source,
+    Step,
+    Verdict,
+    check,
+)
 from trunkline.errors import EngineError
 
 CAPABILITIES = Capabilities(
-    operators=frozenset(
-        {
-            "scan",
-            "filter",
-            "project",
-            "join",
-            "aggregate",
-            "sort",
-            "limit",
-            "distinct",
-            "window",
-            "union",
-            "subquery",
-            "semi_join_keys",
-        }
-    ),
+    operators=OPERATORS,  # every relational operator
     functions=None,
     reads=frozenset({"parquet", "duckdb"}),
     accepts_arrow=True,

@@ -23,26 +23,19 @@ import pyarrow as pa
 from sqlglot import exp
 
 from trunkline.engines._types import decode_numeric
-from trunkline.engines.base import Capabilities, Fragment, Source, Step, Verdict, check
+from trunkline.engines.base import (
+    OPERATORS,
+    Capabilities,
+    Fragment,
+    Source,
+    Step,
+    Verdict,
+    check,
+)
 from trunkline.errors import ConfigError, EngineError, MissingDependency
 
 CAPABILITIES = Capabilities(
-    operators=frozenset(
-        {
-            "scan",
-            "filter",
-            "project",
-            "join",
-            "aggregate",
-            "sort",
-            "limit",
-            "distinct",
-            "window",
-            "union",
-            "subquery",
-            "semi_join_keys",
-        }
-    ),
+    operators=OPERATORS,  # every relational operator
     functions=None,
     # DuckDB-only constructs sqlglot cannot write for PostgreSQL.
     excluded_functions=frozenset({"LIST", "STRUCT", "UNNEST", "ARRAYAGG", "QUALIFY"}),

@@ -25,7 +25,15 @@ from urllib.parse import parse_qsl, urlsplit
 import pyarrow as pa
 
 from trunkline.engines._files import parquet_files
-from trunkline.engines.base import Capabilities, Fragment, Source, Step, Verdict, check
+from trunkline.engines.base import (
+    OPERATORS,
+    Capabilities,
+    Fragment,
+    Source,
+    Step,
+    Verdict,
+    check,
+)
 from trunkline.errors import EngineError, MissingDependency
 
 _REPO = Path(__file__).resolve().parents[3]
@@ -35,22 +43,7 @@ JAR_CANDIDATES = (
 )
 
 CAPABILITIES = Capabilities(
-    operators=frozenset(
-        {
-            "scan",
-            "filter",
-            "project",
-            "join",
-            "aggregate",
-            "sort",
-            "limit",
-            "distinct",
-            "window",
-            "union",
-            "subquery",
-            "semi_join_keys",
-        }
-    ),
+    operators=OPERATORS,  # every relational operator
     functions=None,
     reads=frozenset({"parquet", "postgres"}),
     accepts_arrow=True,

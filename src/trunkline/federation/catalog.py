@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 from trunkline.engines._discover import Discovered, analyze, discover
 from trunkline.engines._types import sql_type
-from trunkline.errors import ConfigError, NotFound
+from trunkline.errors import ConfigError, MissingDependency, NotFound
 from trunkline.meta import Column, Dataset
 from trunkline.project import HUB_SYSTEM, Project
 
@@ -32,12 +33,41 @@ def _location(kind: str, location: str, root: Path) -> tuple[str, dict[str, Any]
 
         return split_dsn(location)
     if kind == "iceberg":
-        raise ConfigError(
-            "iceberg systems are not supported yet (pyiceberg is a heavy dependency; register "
-            "the table's Parquet files as a parquet system meanwhile)"
-        )
+        return _iceberg_location(location, root)
     path = Path(location)
     return str(path if path.is_absolute() else (root / path).resolve()), {}
+
+
+def _iceberg_location(location: str, root: Path) -> tuple[str, dict[str, Any]]:
+    """The SQL catalog URI ``location`` names: a ``sqlite:///`` file (relative to the project),
+    a ``postgresql://`` server with its password as ``${VAR}`` (stored as ``password_env``,
+    as for PostgreSQL systems), or a warehouse folder (or ``file://`` URI) holding the
+    ``catalog.db`` the iceberg sink keeps there."""
+    if importlib.util.find_spec("pyiceberg") is None:
+        raise MissingDependency("pyiceberg", extra="iceberg")
+    expected = (
+        "expected a SQL catalog URI (sqlite:///path/catalog.db, "
+        "postgresql://user:${VAR}@host/db) or a warehouse folder holding catalog.db"
+    )
+    if location.startswith("sqlite:///"):
+        path = Path(location.removeprefix("sqlite:///"))
+        path = path if path.is_absolute() else (root / path).resolve()
+        if not path.is_file():
+            raise ConfigError(f"iceberg catalog {location!r}: no SQLite file at {path}; {expected}")
+        return f"sqlite:///{path}", {}
+    if location.startswith(("postgresql://", "postgres://")):
+        from trunkline.engines.postgres import split_dsn
+
+        return split_dsn(location)
+    if "://" in location and not location.startswith("file://"):
+        raise ConfigError(f"iceberg catalog {location!r}: {expected}")
+    folder = Path(location.removeprefix("file://"))
+    folder = folder if folder.is_absolute() else (root / folder).resolve()
+    if not (folder / "catalog.db").is_file():
+        raise ConfigError(
+            f"iceberg catalog {location!r}: found no catalog.db in {folder}; {expected}"
+        )
+    return f"sqlite:///{folder / 'catalog.db'}", {}
 
 
 def add_system(

@@ -235,3 +235,32 @@ dataset_views = sa.Table(
     sa.Column("dataset_id", Id, _fk("datasets.id"), primary_key=True),
     sa.Column("sql", sa.Text(), nullable=False),
 )
+
+# Runtime coordination (trunkline.runtime) --------------------------------------------------
+
+# A lease per exclusive task ("source-orders"): who runs it, until when (by the database's
+# clock, in ms since the epoch), and a fencing token that grows with every acquisition, so a
+# holder that lost its lease is recognised by the token it still carries.
+runtime_leases = sa.Table(
+    "runtime_leases",
+    metadata,
+    sa.Column("name", sa.String(SHORT_TEXT_LENGTH), primary_key=True),
+    sa.Column("owner", sa.String(SHORT_TEXT_LENGTH), nullable=False),
+    sa.Column("token", sa.BigInteger(), nullable=False),
+    sa.Column("expires_ms", sa.BigInteger(), nullable=False),
+    sa.Column("acquired_at", UTCDateTime(), nullable=False),
+)
+
+# A connector's checkpoint when the store is shared: the JSON text as the file store writes
+# it, a version that grows with every save, and the fencing token of the lease it was saved
+# under (a save carrying an older token is refused).
+runtime_checkpoints = sa.Table(
+    "runtime_checkpoints",
+    metadata,
+    sa.Column("name", sa.String(SHORT_TEXT_LENGTH), primary_key=True),
+    sa.Column("document", sa.Text(), nullable=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("token", sa.BigInteger(), nullable=True),
+    sa.Column("owner", sa.String(SHORT_TEXT_LENGTH), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -91,6 +91,11 @@ class MetaStore:
         """The store's URL with the password hidden."""
         return self._target.display
 
+    @property
+    def backend(self) -> str:
+        """``sqlite`` (one machine) or ``postgresql`` (shared by several machines)."""
+        return self._target.backend
+
     def __repr__(self) -> str:
         return f"MetaStore({self.url!r})"
 

@@ -17,6 +17,8 @@ class DatasetKind(enum.StrEnum):
     TABLE = "table"
     VIEW = "view"
     FILESET = "fileset"
+    #: An API that receives records (the ``http`` source's ``POST /topics/<topic>``).
+    ENDPOINT = "endpoint"
 
 
 class Keep(enum.Enum):

@@ -1,5 +1,17 @@
-"""The runtime: runs sources and sinks (later flows) with batching, bounded memory,
+"""The runtime: runs sources, sinks and continuous flows with batching, bounded memory,
 backpressure, retries, restarts, checkpoints, dead letters and status.
+
+Scale-out: several ``trunkline run`` processes share a project's work. Sinks share
+partitions through their consumer groups; an exclusive task (a source, the DuckDB sink, a
+continuous flow) runs in one process at a time under a lease, the others standing by to take
+over when its owner dies. The metadata store decides how: with SQLite (one machine) a lease
+is a file lock the kernel drops with its process, and checkpoints are files in
+``.trunkline/``; with PostgreSQL (processes on several machines, each with its own project
+folder, sharing the store and a Kafka hub) a lease is a row of the store with an expiry that
+heartbeats renew and a fencing token that grows with every takeover, a holder that cannot
+renew stops the task, and checkpoints are rows of the store whose saves are refused once the
+saver's token is stale, so the new owner continues from the last checkpoint and nothing
+overwrites it (see ``_lease`` and ``_checkpoints``).
 
 Example:
     >>> from trunkline.project import Project

@@ -1,4 +1,5 @@
-"""``trunkline run``: every connector of a project in this process, until told to stop.
+"""``trunkline run``: every connector and continuous flow of a project in this process,
+until told to stop.
 
 The :class:`Runner` creates the topics the connectors need, registers them in the catalog,
 starts one supervised thread per connector, publishes figures (a status file every second,
@@ -7,6 +8,14 @@ Ctrl-C) lets every task drain: sinks write and commit what they fetched, sources
 checkpoint. Several processes can run the same project: sinks share partitions through
 their consumer groups; exclusive connectors (sources, the DuckDB sink) run in one process
 at a time, the others standing by (see :mod:`trunkline.runtime._lease`).
+
+Where the project's metadata store is decides how far its processes may be spread. With
+SQLite (one machine) leases are file locks and checkpoints files in ``.trunkline/``. With
+PostgreSQL the processes may run on several machines (each with its own project folder,
+sharing the store and a Kafka hub): leases are rows of the store with an expiry and a
+fencing token (:class:`~trunkline.runtime._lease.StoreLease`, ``lease_ttl``), and
+checkpoints live in the store too, so the process that takes over a source continues from
+its last checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from trunkline.config import ConnectorSpec
+from trunkline.config import ConnectorSpec, FlowSpec
 from trunkline.connectors import SINKS, SOURCES
 from trunkline.connectors.base import (
     Sink,
@@ -37,12 +46,13 @@ from trunkline.connectors.base import (
 )
 from trunkline.connectors.transforms import route_topics
 from trunkline.errors import ConfigError, TopicExists, TopicNotFound
-from trunkline.project import Project
+from trunkline.project import HUB_SYSTEM, Project
 from trunkline.runtime._backoff import Backoff
 from trunkline.runtime._budget import MemoryBudget
-from trunkline.runtime._checkpoints import FileCheckpointStore
+from trunkline.runtime._checkpoints import FileCheckpointStore, StoreCheckpointStore
 from trunkline.runtime._deadletters import DLQ_CONFIG
-from trunkline.runtime._lease import FileLease
+from trunkline.runtime._flow_task import FlowTask
+from trunkline.runtime._lease import FileLease, Lease, StoreLease
 from trunkline.runtime._metrics import TaskMetrics, prometheus_text
 from trunkline.runtime._sink_task import SinkTask
 from trunkline.runtime._source_task import SourceTask
@@ -73,12 +83,16 @@ class RunOptions:
         metrics_address: ``(host, port)`` to serve Prometheus text on ``/metrics``;
             None for no endpoint. Port 0 picks a free port.
         status_interval: Seconds between status file updates.
+        lease_ttl: Seconds an exclusive task's lease in a shared (PostgreSQL) metadata
+            store lasts without a heartbeat: how long a dead process's tasks wait before
+            another process takes them over.
     """
 
     only: tuple[str, ...] = ()
     memory: int = 256 * 1024 * 1024
     metrics_address: tuple[str, int] | None = None
     status_interval: float = 1.0
+    lease_ttl: float = 10.0
 
 
 @dataclass
@@ -114,7 +128,7 @@ class Runner:
             *(("source", n, s) for n, s in config.sources.items()),
             *(("sink", n, s) for n, s in config.sinks.items()),
         ]
-        names = {name for _, name, _ in entries}
+        names = {name for _, name, _ in entries} | set(self._flows(only=False))
         both = sorted(set(config.sources) & set(config.sinks))
         if both:
             raise ConfigError(
@@ -127,7 +141,8 @@ class Runner:
                 hint = f" - did you mean {close[0]!r}?" if close else ""
                 known = ", ".join(sorted(names)) or "none"
                 raise ConfigError(
-                    f"--only {name!r}: no source or sink of that name{hint} (known: {known})"
+                    f"--only {name!r}: no source, sink or continuous flow of that name{hint} "
+                    f"(known: {known})"
                 )
         for kind, name, _ in entries:
             if not _NAME.match(name):
@@ -146,7 +161,7 @@ class Runner:
             root=self.project.root,
             hub=hub,
             meta=meta,
-            checkpoints=FileCheckpointStore(self.state / "checkpoints"),
+            checkpoints=self._checkpoints(),
             budget=MemoryBudget(self.options.memory),
             run_id=self.run_id,
             client=self.run_id,
@@ -174,7 +189,50 @@ class Runner:
                 topics = [*sink_config.topics, dead_letter_topic(name), retry_topic(name)]
                 exclusive = sink_class.capabilities.exclusive
             planned.append(_Planned(name, kind, spec.type, task, exclusive, topics))
+        for name, flow in self._flows().items():
+            if not _NAME.match(name):
+                raise ConfigError(
+                    f"flow name {name!r}: expected 1-100 letters, digits, '_' or '-' (it names "
+                    "the flow's state and lease files)"
+                )
+            metrics = TaskMetrics(name, "flow", "flow")
+            flow_task = FlowTask(name, self.project, flow, env, metrics)
+            # A flow's offsets live with its target: one process at a time runs it.
+            system, _, topic = (flow.into or "").partition(".")
+            outputs = [topic] if system == HUB_SYSTEM else []
+            planned.append(_Planned(name, "flow", "flow", flow_task, True, outputs))
         return planned
+
+    @property
+    def shared(self) -> bool:
+        """Whether the metadata store is shared by machines (PostgreSQL), not one file."""
+        return self.project.meta.backend != "sqlite"
+
+    def _checkpoints(self) -> FileCheckpointStore | StoreCheckpointStore:
+        folder = self.state / "checkpoints"
+        if self.shared:
+            return StoreCheckpointStore(self.project.meta, legacy=folder)
+        if self.project.hub.backend != "embedded":
+            log.warning(
+                "the hub is %s but the metadata store is SQLite: exclusive connectors "
+                "(sources, the DuckDB sink) are guarded on this machine only; processes on "
+                "several machines need a shared store (meta: postgresql://...)",
+                self.project.hub.backend,
+            )
+        return FileCheckpointStore(folder)
+
+    def _lease(self, planned: _Planned) -> Lease:
+        name = f"{planned.kind}-{planned.name}"
+        if self.shared:
+            return StoreLease(self.project.meta, name, self.run_id, ttl=self.options.lease_ttl)
+        return FileLease(self.state / "leases" / f"{name}.lock")
+
+    def _flows(self, *, only: bool = True) -> dict[str, FlowSpec]:
+        """The continuous flows (``freshness:``) this process runs."""
+        flows = {n: f for n, f in self.project.config.flows.items() if f.freshness}
+        if only and self.options.only:
+            flows = {n: f for n, f in flows.items() if n in self.options.only}
+        return flows
 
     def _pii_fields(self) -> dict[str, tuple[str, ...]]:
         """Per contracted topic, the fields its contract classifies as pii (for transforms)."""
@@ -210,16 +268,11 @@ class Runner:
     def start(self) -> None:
         """Create topics, start every task and the figures; returns at once."""
         self._prepare_topics()
-        leases = self.state / "leases"
         for planned in self._planned:
             config = getattr(planned.task, "config", None)
             base = getattr(config, "retry_backoff", 500) / 1000
             cap = getattr(config, "retry_max_backoff", 30_000) / 1000
-            lease = (
-                FileLease(leases / f"{planned.kind}-{planned.name}.lock")
-                if planned.exclusive
-                else None
-            )
+            lease = self._lease(planned) if planned.exclusive else None
             supervisor = Supervisor(
                 planned.task, self.stop_event, lease=lease, backoff=Backoff(base, cap)
             )

@@ -44,6 +44,7 @@ from trunkline.connectors.transforms import Transforms
 from trunkline.errors import Backpressure, NotAssigned, TopicNotFound
 from trunkline.hub import FetchedBatch, TopicPartition
 from trunkline.runtime._deadletters import HubDeadLetters, ensure_topic
+from trunkline.runtime._lineage import record_lineage
 from trunkline.runtime._metrics import TaskMetrics
 from trunkline.runtime._reader import LeasedReader
 from trunkline.runtime._task import Task, TaskEnv
@@ -168,7 +169,7 @@ class SinkTask(Task):
             root=env.root,
             hub=env.hub,
             meta=env.meta,
-            checkpoints=env.checkpoints,
+            checkpoints=self.checkpoints,
             dead_letters=self._dead_letters,
             log=self.log,
             metrics=self.metrics,
@@ -179,12 +180,15 @@ class SinkTask(Task):
         consumer: Reader | None = None
         try:
             sink.open(context)
+            record_lineage(context, sink.lineage())
             topics = [*sink.topics(), self.retry_topic]
             ensure_topic(env.hub, self.retry_topic)
             consumer = self._reader(topics)
             self._loop(sink, consumer, stop)
-            # Draining: what was fetched is written and committed before leaving.
-            self._flush(sink, consumer, draining=True)
+            # Draining: what was fetched is written and committed before leaving, unless the
+            # lease was lost: the new holder reads it again from the last commit.
+            if self.lease_valid():
+                self._flush(sink, consumer, draining=True)
             self._measure_lag()
         finally:
             self._drop_buffers()
@@ -249,7 +253,8 @@ class SinkTask(Task):
         self.metrics.activity("idle")
 
     def _room(self) -> int:
-        """Records to fetch now: what the batch and the memory budget have room for.
+        """Records to fetch now: what the batch (records and bytes) and the memory budget
+        have room for, by the running estimate of record size.
 
         After backpressure only a few records are fetched, to probe whether the sink takes
         data again, instead of a whole batch that might be dropped once more.
@@ -257,9 +262,11 @@ class SinkTask(Task):
         if self._probing:
             return _PROBE
         budget = self.env.budget
-        by_memory = int(max(0, budget.limit - budget.used) / max(1.0, self._record_size))
+        size = max(1.0, self._record_size)
+        by_memory = int(max(0, budget.limit - budget.used) / size)
+        by_bytes = int(max(0, self.config.batch_bytes - self._buffered_bytes) / size)
         by_batch = self.config.batch_records - self._buffered_records
-        return max(1, min(by_memory, by_batch))
+        return max(1, min(by_memory, by_bytes, by_batch))
 
     # -- partitions -------------------------------------------------------------------
 

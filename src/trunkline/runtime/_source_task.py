@@ -37,10 +37,11 @@ from trunkline.connectors.base import (
     dead_letter_topic,
 )
 from trunkline.connectors.transforms import Transforms, route_topics
-from trunkline.errors import InvalidRecord, TopicNotFound
+from trunkline.errors import InvalidRecord, LeaseLost, TopicNotFound
 from trunkline.hub import Hub
 from trunkline.hub._types import HEADER_TYPE
 from trunkline.runtime._deadletters import ID_HEADER, HubDeadLetters
+from trunkline.runtime._lineage import record_lineage
 from trunkline.runtime._metrics import TaskMetrics
 from trunkline.runtime._task import Task, TaskEnv
 
@@ -119,6 +120,7 @@ class SourceTask(Task):
         self.config = config
         self.checkpoint_name = f"source-{name}"
         self._transforms = Transforms(())
+        self._checkpoints = self.checkpoints
 
     def run_once(self, stop: threading.Event) -> None:
         env = self.env
@@ -130,14 +132,15 @@ class SourceTask(Task):
             dead_letter_topic(self.name),
         ]
         self._transforms = Transforms(self.config.transforms, connector=self.name, pii=env.pii)
-        saved = env.checkpoints.load(self.checkpoint_name)
+        self._checkpoints = self.checkpoints
+        saved = self._checkpoints.load(self.checkpoint_name)
         context = ConnectorContext(
             name=self.name,
             kind="source",
             root=env.root,
             hub=env.hub,
             meta=env.meta,
-            checkpoints=env.checkpoints,
+            checkpoints=self._checkpoints,
             dead_letters=dead_letters,
             log=self.log,
             metrics=self.metrics,
@@ -145,6 +148,7 @@ class SourceTask(Task):
         )
         try:
             source.open(context, saved.get("state") if saved else None)
+            record_lineage(context, source.lineage(), route_topics(self.config.transforms))
             recovered: set[bytes] = set()
             if saved is None:
                 # Before the first record: from here on a crash has a bounded tail to read.
@@ -223,6 +227,9 @@ class SourceTask(Task):
         self, batch: SourceBatch, dead_letters: HubDeadLetters, recovered: set[bytes]
     ) -> tuple[int, Delivery]:
         """Write ``batch`` (minus what was written before a crash); returns ids recognised."""
+        if not self.lease_valid():
+            # Another process may own the source by now: what it reads again is its to write.
+            raise LeaseLost(f"source {self.name!r}: its lease ran out; not writing the batch")
         hits = 0
         records = batch.records
         ids = batch.ids if batch.ids is not None and len(batch.ids) == records.num_rows else None
@@ -331,7 +338,7 @@ class SourceTask(Task):
                 ends[topic] = {str(p): o for p, o in self.env.hub.end_offsets(topic).items()}
             except TopicNotFound:
                 continue
-        size = self.env.checkpoints.save(self.checkpoint_name, {"state": state, "ends": ends})
+        size = self._checkpoints.save(self.checkpoint_name, {"state": state, "ends": ends})
         self.metrics.gauge("checkpoint_seconds", round(time.perf_counter() - started, 4))
         self.metrics.gauge("checkpoint_bytes", size)
         self.metrics.count("checkpoints")

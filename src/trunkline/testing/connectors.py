@@ -41,6 +41,7 @@ from trunkline.connectors.base import (
     DeadLetter,
     Delivery,
     JSONValue,
+    LineageDataset,
     Sink,
     SinkSettings,
     Source,
@@ -163,6 +164,13 @@ def _check_settings_model(model: type[ConfigModel], base: type[ConfigModel]) -> 
 # Sources -------------------------------------------------------------------------------
 
 
+def _check_lineage(connector: Source | Sink) -> None:
+    """What ``lineage`` names after ``open``: datasets, each for one of the connector's topics."""
+    datasets = connector.lineage()
+    assert all(isinstance(d, LineageDataset) for d in datasets), datasets
+    assert {d.topic for d in datasets} <= set(connector.topics()), datasets
+
+
 def _written(batch: SourceBatch | None) -> SourceBatch | None:
     """Play the runtime after a produce: tell the batch it is durable."""
     if batch is not None and batch.on_delivery is not None:
@@ -236,6 +244,7 @@ class SourceConformance:
         assert source.topics()
         expected = add_input(50)
         source.open(context, None)
+        _check_lineage(source)
         batches = _drain(source, timeout=self.poll_timeout)
         assert sorted(self._values(batches)) == sorted(expected)
         assert all(b.topic in source.topics() for b in batches)
@@ -345,6 +354,7 @@ class SinkConformance:
         self, sink: Sink, context: ConnectorContext, batches: Sequence[FetchedBatch]
     ) -> dict[TopicPartition, int]:
         sink.open(context)
+        _check_lineage(sink)
         tps = {TopicPartition(b.topic, b.partition) for b in batches}
         sink.assign(tps or {TopicPartition("t", 0)})
         for batch in batches:

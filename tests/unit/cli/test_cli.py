@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from trunkline.cli import main
@@ -264,12 +265,33 @@ def test_demo_runs(tmp_path: Path, run: Run) -> None:
     with Project.open(tmp_path / "demo") as project:
         assert project.hub.describe_group("demo-report").lag == 0
         assert sum(project.hub.end_offsets("orders").values()) == 2000
-        # The pipeline: files -> hub -> DuckDB + Parquet, damaged lines dead-lettered.
+        # The pipeline: files -> hub -> DuckDB + Iceberg, damaged lines dead-lettered.
         assert sum(project.hub.end_offsets("payments").values()) == 1020
         assert sum(project.hub.end_offsets("payment_exports.dlq").values()) == 4
     assert "warehouse.duckdb: SELECT method" in out
     assert "payments-01.csv:" in out
-    assert (tmp_path / "demo" / "warehouse.duckdb").exists()
+    # The Iceberg table, read by pyiceberg itself: one row per payment after the upserts.
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    lakehouse = tmp_path / "demo" / "lakehouse"
+    catalog = SqlCatalog("trunkline", uri=f"sqlite:///{lakehouse / 'catalog.db'}")
+    iceberg = catalog.load_table("demo.payments").scan().to_arrow()
+    catalog.engine.dispose()
+    assert iceberg.num_rows == len(set(iceberg.column("payment_id").to_pylist())) == 1000
+    assert "1,000 rows in DuckDB and 1,000 in the Iceberg table read back" in out
+    # The planned flow: its EXPLAIN, and its result equal to DuckDB's over the same rows.
+    assert "flow large_payments_by_method (into warehouse.main.large_payments_by_method)" in out
+    assert "scan on iceberg -> duckdb" in out and 'row_filter "payments"."amount" > 50' in out
+    assert "final on duckdb <- s1" in out
+    with duckdb.connect(str(tmp_path / "demo" / "warehouse.duckdb"), read_only=True) as con:
+        flow = con.sql(
+            "SELECT method, payments, amount FROM large_payments_by_method ORDER BY 1"
+        ).fetchall()
+        expected = con.sql(
+            "SELECT method, count(*), round(sum(amount), 2) FROM payments WHERE amount > 50 "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert flow == expected and len(flow) == 5
 
 
 def test_perf_hub_quick(tmp_path: Path, run: Run) -> None:

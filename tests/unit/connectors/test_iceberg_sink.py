@@ -265,3 +265,87 @@ def test_a_table_gets_the_types_of_the_values(lake: Path, context: ConnectorCont
     assert pa.types.is_list(schema.field("tags").type) or pa.types.is_large_list(
         schema.field("tags").type
     )
+
+
+def test_the_planner_reads_a_sink_table_with_the_types_it_registered(tmp_path: Path) -> None:
+    """The sink registers SQL types (as ``catalog add iceberg`` would), so a query over its
+    table, without discovering it again, returns the values DuckDB returns over the same
+    data: a timestamp stays a timestamp, a decimal a decimal."""
+    from trunkline.federation import open_planner
+    from trunkline.project import Project
+
+    declared = {
+        "i": "int32",
+        "l": "int64",
+        "f": "double",
+        "amount": "decimal(12,2)",
+        "ts": "timestamp",
+        "tstz": "timestamptz",
+        "day": "date",
+        "s": "string",
+        "ok": "boolean",
+    }
+    records = [
+        {
+            "i": n,
+            "l": n * 10_000_000_000,
+            "f": n / 4,
+            "amount": f"{n}.{n:02d}",
+            "ts": f"2026-01-{n + 1:02d}T03:04:05",
+            "tstz": f"2026-01-{n + 1:02d}T03:04:05+02:00",
+            "day": f"2026-02-{n + 1:02d}",
+            "s": f"s{n}",
+            "ok": n % 2 == 0,
+            "tags": [f"t{n}", "x"],
+            "point": {"x": n, "label": f"p{n}"},
+        }
+        for n in range(6)
+    ]
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "trunkline.yaml").write_text("hub: {backend: embedded}\ntopics:\n  t: {}\n")
+    with Project.open(root) as project:
+        project.sync_catalog()
+        context = make_context(root, "lake")
+        context = ConnectorContext(**{**context.__dict__, "meta": project.meta})
+        sink = make({"warehouse": "lake", "commit_interval": "0s", "schema": declared})
+        sink.open(context)
+        sink.assign([TP])
+        sink.write_batch("t", fetched("t", 0, 0, values(*records)))
+        sink.snapshot()
+        sink.close()
+        # Lineage is the runtime's to record, at start (Sink.lineage), not the sink's.
+        assert project.meta.upstream("lake.trunkline.t") == []
+        registered = project.meta.get_dataset("lake", "trunkline.t").columns or ()
+        assert {c.name: c.type for c in registered} == {
+            "i": "INTEGER",
+            "l": "BIGINT",
+            "f": "DOUBLE",
+            "amount": "DECIMAL(12,2)",
+            "ts": "TIMESTAMP",
+            "tstz": "TIMESTAMPTZ",
+            "day": "DATE",
+            "s": "VARCHAR",
+            "ok": "BOOLEAN",
+            "tags": "VARCHAR[]",
+            "point": 'STRUCT("x" BIGINT, "label" VARCHAR)',
+        }
+        # tags[1] reads the first element of a list, but the first character of a text.
+        columns = ", ".join([*declared, "tags", "point", "tags[1] as first_tag", "point.x as px"])
+        sql = (
+            f"select {columns} from lake.trunkline.t "
+            "where ts >= timestamp '2026-01-03 00:00:00' and day < date '2026-02-06' order by i"
+        )
+        planner = open_planner(project)
+        try:
+            got = planner.query(sql)
+        finally:
+            planner.close()
+    expected_data = table(root / "lake").scan().to_arrow()
+    with duckdb.connect() as con:
+        con.register("t", expected_data)
+        expected = con.execute(sql.replace("lake.trunkline.t", "t")).to_arrow_table()
+    assert [f.type for f in got.schema] == [f.type for f in expected.schema]
+    assert got.to_pylist() == expected.to_pylist()
+    assert len(got) == 3
+    assert got.column("first_tag").to_pylist() == ["t2", "t3", "t4"]

@@ -331,3 +331,27 @@ def test_schema_change_starts_a_new_file(tmp_path: Path, context: ConnectorConte
     assert sink.snapshot() == {TP: 2}
     sink.close()
     assert len(list((tmp_path / "lake" / "t").glob("*.parquet"))) == 2
+
+
+def test_parquet_files_are_registered_and_their_edges_left_to_the_runtime(
+    tmp_path: Path,
+) -> None:
+    from trunkline.runtime._lineage import record_lineage
+
+    with MetaStore.open(f"sqlite:///{tmp_path / 'meta.db'}") as meta:
+        meta.upsert_system("hub", "hub", str(tmp_path / "hub"))
+        meta.upsert_dataset("hub", "t", "topic")
+        base = make_context(tmp_path, "lake")
+        context = ConnectorContext(**{**base.__dict__, "meta": meta})
+        sink = lake(tmp_path, roll_interval="0s")
+        sink.open(context)
+        sink.assign([TP])
+        sink.write_batch("t", fetched("t", 0, 0, [b'{"n": 1}']))
+        sink.snapshot()
+        sink.close()
+        dataset = meta.get_dataset("lake", "t")
+        assert (dataset.kind, dataset.description) == ("fileset", "Parquet files of t")
+        assert meta.upstream("lake.t") == [], "writing records no edge: the runtime does"
+        assert record_lineage(context, sink.lineage()) == 1
+        assert [str(e.source) for e in meta.upstream("lake.t")] == ["hub.t"]
+        assert meta.get_dataset("lake", "t").description == "Parquet files of t"

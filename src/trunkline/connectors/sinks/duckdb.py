@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from trunkline.connectors._sql import qualified, quote_identifier, quote_literal
-from trunkline.connectors.base import Capabilities, ConnectorContext, Sink
+from trunkline.connectors.base import Capabilities, ConnectorContext, LineageDataset, Sink
 from trunkline.connectors.sinks._changes import OP, SEQ, UNAVAILABLE, read_changes
 from trunkline.connectors.sinks._tables import TableSinkSettings, table_name
 from trunkline.errors import ConnectorError, IncompatibleChange, TargetUnavailable
@@ -434,6 +434,10 @@ class DuckDBSink(Sink):
             return
         self._register(table, self._columns[table])
         self._context.record_lineage(f"hub.{topic}", f"{self.name}.{self.config.db_schema}.{table}")
+
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        schema, table = self.config.db_schema, self.config.table_for
+        return tuple(LineageDataset(t, f"{schema}.{table(t)}") for t in self.topics())
 
 
 def _without_null_columns(rows: pa.Table) -> pa.Table:

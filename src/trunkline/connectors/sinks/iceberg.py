@@ -55,7 +55,7 @@ from pydantic import BeforeValidator, Field, SecretStr
 
 from trunkline.config import Duration, Size
 from trunkline.connectors._sql import quote_identifier
-from trunkline.connectors.base import Capabilities, ConnectorContext, Sink
+from trunkline.connectors.base import Capabilities, ConnectorContext, LineageDataset, Sink
 from trunkline.connectors.sinks._changes import OP, SEQ, collapse, read_changes
 from trunkline.connectors.sinks._iceberg_tables import (
     MAINTAINED,
@@ -68,9 +68,9 @@ from trunkline.connectors.sinks._iceberg_tables import (
 )
 from trunkline.connectors.sinks._tables import TableSinkSettings
 from trunkline.connectors.sources.files import _check_types, arrow_type
+from trunkline.engines.iceberg import catalog_columns
 from trunkline.errors import ConnectorError, IncompatibleChange, TargetUnavailable
 from trunkline.hub import FetchedBatch, TopicPartition
-from trunkline.meta import Column
 
 __all__ = ["IcebergSink"]
 
@@ -185,7 +185,6 @@ class IcebergSink(Sink):
         self._order = 0
         self._draining = False
         self._next_expiry: dict[str, float] = {}
-        self._linked: set[str] = set()
         self._declared: dict[str, pa.DataType] = {}
 
     # -- lifecycle --------------------------------------------------------------------
@@ -306,7 +305,6 @@ class IcebergSink(Sink):
             pending.chunks.append(rows)
             pending.bytes += rows.nbytes
         self._order += len(batch)
-        self._link(topic, name)
 
     def _not_committed(self, tp: TopicPartition, batch: FetchedBatch) -> FetchedBatch:
         """``batch`` without records the table already holds (the check behind exactly-once)."""
@@ -515,14 +513,16 @@ class IcebergSink(Sink):
     def _register(self, name: str, table: Any) -> None:
         if self._context is None:
             return
-        columns = [Column(f.name, str(f.field_type)) for f in table.schema().fields]
+        # The planner reads these as SQL types, so the names are the ones discovery gives
+        # (``BIGINT``, not Iceberg's ``long``).
+        columns = catalog_columns(table.schema())
         self._context.register_dataset(f"{self.config.namespace}.{name}", "table", columns=columns)
 
-    def _link(self, topic: str, name: str) -> None:
-        if topic in self._linked or self._context is None or name not in self._tables:
-            return
-        self._linked.add(topic)
-        self._context.record_lineage(f"hub.{topic}", f"{self.name}.{self.config.namespace}.{name}")
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        namespace = self.config.namespace
+        return tuple(
+            LineageDataset(t, f"{namespace}.{self.config.table_for(t)}") for t in self.topics()
+        )
 
 
 def _with_declared(data: pa.Table, declared: dict[str, pa.DataType]) -> pa.Table:

@@ -43,7 +43,13 @@ from pydantic import AfterValidator, Field
 
 from trunkline.config import Duration, Size
 from trunkline.config._problems import invalid
-from trunkline.connectors.base import Capabilities, ConnectorContext, Sink, SinkSettings
+from trunkline.connectors.base import (
+    Capabilities,
+    ConnectorContext,
+    LineageDataset,
+    Sink,
+    SinkSettings,
+)
 from trunkline.connectors.sinks._changes import OP, SEQ, ValueFormat, read_changes
 from trunkline.errors import ConnectorError, TargetUnavailable
 from trunkline.hub import FetchedBatch, TopicPartition
@@ -204,7 +210,6 @@ class ParquetSink(Sink):
         self._open: dict[tuple[TopicPartition, Path], _OpenFile] = {}
         self._written: dict[TopicPartition, int] = {}
         self._stored: dict[TopicPartition, int] = {}
-        self._linked: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -216,6 +221,9 @@ class ParquetSink(Sink):
         except OSError as exc:
             raise TargetUnavailable(f"cannot create {self._offsets_dir()}: {exc}") from exc
         context.register_system("parquet", str(self.root))
+        # Only the description: the runtime records the edges topic -> files (lineage()).
+        for topic in self.topics():
+            context.register_dataset(topic, "fileset", description=f"Parquet files of {topic}")
 
     def close(self) -> None:
         for key in list(self._open):
@@ -306,7 +314,6 @@ class ParquetSink(Sink):
             except OSError as exc:
                 raise TargetUnavailable(f"writing {topic} to {self.root}: {exc}") from exc
         self._written[tp] = batch.next_offset
-        self._link(topic)
 
     def _write(self, tp: TopicPartition, topic: str, data: pa.Table, offsets: pa.Array) -> None:
         if self._exprs:
@@ -405,9 +412,5 @@ class ParquetSink(Sink):
         _fsync(marker.parent)
         self._stored[tp] = offset
 
-    def _link(self, topic: str) -> None:
-        if topic in self._linked or self._context is None:
-            return
-        self._linked.add(topic)
-        self._context.register_dataset(topic, "fileset", description=f"Parquet files of {topic}")
-        self._context.record_lineage(f"hub.{topic}", f"{self.name}.{topic}")
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        return tuple(LineageDataset(t, t, "fileset") for t in self.topics())

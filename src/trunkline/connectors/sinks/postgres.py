@@ -47,7 +47,7 @@ from psycopg import sql
 from pydantic import Field, SecretStr
 
 from trunkline.config import Duration
-from trunkline.connectors.base import Capabilities, ConnectorContext, Sink
+from trunkline.connectors.base import Capabilities, ConnectorContext, LineageDataset, Sink
 from trunkline.connectors.sinks._changes import OP, SEQ, collapse, read_changes
 from trunkline.connectors.sinks._pgtypes import (
     Fit,
@@ -365,6 +365,10 @@ class PostgresSink(Sink):
         self._linked.add(topic)
         self._register(table, self._columns.get(table, {}))
         self._context.record_lineage(f"hub.{topic}", f"{self.name}.{self.config.db_schema}.{table}")
+
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        schema, table = self.config.db_schema, self.config.table_for
+        return tuple(LineageDataset(t, f"{schema}.{table(t)}") for t in self.topics())
 
     # -- COPY and merge ---------------------------------------------------------------
 

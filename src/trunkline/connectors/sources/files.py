@@ -52,6 +52,7 @@ from trunkline.connectors.base import (
     ConnectorContext,
     DeadLetter,
     JSONValue,
+    LineageDataset,
     Source,
     SourceBatch,
     SourceSettings,
@@ -297,7 +298,9 @@ class FilesSource(Source):
         self._current = _Current.from_json(current) if current else None
         context.register_system("files", str(self._folder))
         context.register_dataset(self.config.glob, "fileset", description="files read by trunkline")
-        context.record_lineage(f"{self.name}.{self.config.glob}", f"hub.{self.config.topic}")
+
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        return (LineageDataset(self.config.topic, self.config.glob, "fileset"),)
 
     def close(self) -> None:
         if self._encoder is not None:

@@ -65,6 +65,7 @@ from trunkline.connectors.base import (
     ConnectorContext,
     Delivery,
     JSONValue,
+    LineageDataset,
     Source,
     SourceBatch,
     SourceSettings,
@@ -259,8 +260,10 @@ class HttpSource(Source):
             time.sleep(0.005)
         host, port = self.address
         context.register_system("http", f"http://{host}:{port}")
-        # No lineage edges yet: the catalog has no dataset kind for an HTTP endpoint.
         context.log.info("%s: serving POST /topics/{topic} on %s:%d", self.name, host, port)
+
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        return tuple(LineageDataset(t, f"/topics/{t}", "endpoint") for t in self.config.topics)
 
     def _bind(self) -> socket.socket:
         host, port = self.config.host, self.config.port

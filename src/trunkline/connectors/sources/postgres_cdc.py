@@ -66,6 +66,7 @@ from trunkline.connectors.base import (
     Capabilities,
     ConnectorContext,
     JSONValue,
+    LineageDataset,
     Source,
     SourceBatch,
 )
@@ -284,7 +285,8 @@ class PostgresCdcSource(Source):
                 f"{format_lsn(self._lsn)} that it held are lost. trunkline does not take a new "
                 "snapshot on its own, as that would hide the loss; to start over, remove the "
                 f"checkpoint of source {self.name!r} (.trunkline/checkpoints/"
-                f"source-{self.name}.json) and run again"
+                f"source-{self.name}.json, or with a PostgreSQL metadata store its row "
+                f"'source-{self.name}' of runtime_checkpoints) and run again"
             )
         confirmed = parse_lsn(found.confirmed_flush) if found.confirmed_flush else 0
         if confirmed > self._lsn:
@@ -359,9 +361,12 @@ class PostgresCdcSource(Source):
                 "table",
                 columns=[MetaColumn(c.name, c.type.name) for c in table.columns],
             )
-            context.record_lineage(
-                f"{self.name}.{table.qualified}", f"hub.{self.topic(table.schema, table.name)}"
-            )
+
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        # The tables as the server named them in open (the settings may quote or fold case).
+        return tuple(
+            LineageDataset(self.topic(t.schema, t.name), t.qualified) for t in self._tables.values()
+        )
 
     # -- state ----------------------------------------------------------------------------
 
