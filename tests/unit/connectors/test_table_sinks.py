@@ -20,6 +20,7 @@ from trunkline.connectors.sinks.parquet import ParquetConfig, ParquetSink, Parti
 from trunkline.errors import IncompatibleChange
 from trunkline.hub import TopicPartition
 from trunkline.meta import MetaStore
+from trunkline.runtime._lineage import record_lineage
 from trunkline.testing.connectors import RecordingDeadLetters, fetched, make_context
 
 TP = TopicPartition("t", 0)
@@ -216,9 +217,12 @@ def test_lineage_and_catalog(tmp_path: Path) -> None:
         meta.upsert_dataset("hub", "t", "topic")
         base = make_context(tmp_path, "wh")
         context = ConnectorContext(**{**base.__dict__, "meta": meta})
-        write(duck(tmp_path), context, [b'{"id": 1, "name": "a"}'])
+        sink = duck(tmp_path)
+        write(sink, context, [b'{"id": 1, "name": "a"}'])
         dataset = meta.get_dataset("wh", "main.t")
         assert [c.name for c in dataset.columns or ()] == ["id", "name"]
+        assert meta.upstream("wh.main.t") == [], "writing records no edge: the runtime does"
+        assert record_lineage(context, sink.lineage()) == 1
         assert [str(e.source) for e in meta.upstream("wh.main.t")] == ["hub.t"]
         assert meta.get_system("wh").kind == "duckdb"
 
@@ -336,8 +340,6 @@ def test_schema_change_starts_a_new_file(tmp_path: Path, context: ConnectorConte
 def test_parquet_files_are_registered_and_their_edges_left_to_the_runtime(
     tmp_path: Path,
 ) -> None:
-    from trunkline.runtime._lineage import record_lineage
-
     with MetaStore.open(f"sqlite:///{tmp_path / 'meta.db'}") as meta:
         meta.upsert_system("hub", "hub", str(tmp_path / "hub"))
         meta.upsert_dataset("hub", "t", "topic")

@@ -360,11 +360,12 @@ class PostgresSink(Sink):
             )
 
     def _link(self, topic: str, table: str) -> None:
+        """Register a table this run writes but did not create (its columns, once); the
+        edge topic -> table is the runtime's to record (:meth:`lineage`)."""
         if topic in self._linked or self._context is None:
             return
         self._linked.add(topic)
         self._register(table, self._columns.get(table, {}))
-        self._context.record_lineage(f"hub.{topic}", f"{self.name}.{self.config.db_schema}.{table}")
 
     def lineage(self) -> tuple[LineageDataset, ...]:
         schema, table = self.config.db_schema, self.config.table_for
