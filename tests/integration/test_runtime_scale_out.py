@@ -5,14 +5,18 @@ over and continues from the shared checkpoint; the outputs end up exact."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,7 +25,7 @@ import sqlalchemy as sa
 from kafka_fixtures import deleting_new_topics
 from trunkline.hub.kafka import KafkaHub
 from trunkline.meta import MetaStore
-from trunkline.meta._schema import runtime_checkpoints, runtime_leases
+from trunkline.meta._schema import runtime_checkpoints, runtime_leases, runtime_processes
 from trunkline.runtime._checkpoints import StoreCheckpointStore
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -148,6 +152,80 @@ def test_a_second_machine_takes_over_the_source(
     for root in (machine_a, machine_b):
         assert not (root / ".trunkline" / "checkpoints").exists()
         assert not (root / ".trunkline" / "leases").exists()
+
+
+def _status(root: Path) -> dict[str, Any]:
+    """``trunkline -p root status --json``, as a process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "trunkline", "-p", str(root), "status", "--json"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return dict(json.loads(done.stdout))
+
+
+def test_status_on_one_machine_shows_the_other_machines_processes(
+    tmp_path: Path, kafka_bootstrap: str, kafka: KafkaHub, postgres_db: str
+) -> None:
+    """A's process runs the source; `trunkline status` in B's folder shows it running there
+    (B's folder holds no status file of A); once A is killed, B shows A gone and the source
+    running in B."""
+    suffix = uuid.uuid4().hex[:8]
+    source = f"incoming_{suffix}"
+    files = Files(tmp_path / "shared" / "incoming")
+    text = _project(kafka_bootstrap, postgres_db, files.folder, suffix)
+    machine_a = write_project(tmp_path / "a", text)
+    machine_b = write_project(tmp_path / "b", text)
+    host = socket.gethostname()
+    files.write()
+
+    def runs_source(shown: dict[str, Any], pid: int) -> bool:
+        row = next(r for r in shown["connectors"] if r["name"] == source)
+        return row["state"] == "running" and row["process"] == f"{host}:{pid}"
+
+    first = start_run(machine_a, "--lease-ttl", "3s")
+    second = None
+    try:
+        wait_for(lambda: tasks_of(machine_a, first.pid) != {}, 60, "A to publish its status")
+        second = start_run(machine_b, "--lease-ttl", "3s")
+        wait_for(
+            lambda: (
+                runs_source(_status(machine_b), first.pid)
+                and str(tasks_of(machine_b, second.pid).get(source, {}).get("state")) == "standby"
+            ),
+            60,
+            "B's status to show the source running in A, B standing by",
+            status=machine_b,
+        )
+        assert not list((machine_b / ".trunkline" / "status").glob(f"*-{first.pid}.json"))
+        shown = _status(machine_b)
+        pids = {(p["host"], p["pid"]) for p in shown["processes"]}
+        assert pids == {(host, first.pid), (host, second.pid)}
+        assert shown["gone"] == []
+        assert {p["sink"] for p in shown["pipelines"]} == {f"replica_{suffix}"}
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        wait_for(
+            lambda: runs_source(_status(machine_b), second.pid),
+            60,
+            "B's status to show the source taken over by B",
+            status=machine_b,
+        )
+        shown = _status(machine_b)
+        assert [(p["host"], p["pid"]) for p in shown["gone"]] == [(host, first.pid)]
+        assert [(p["host"], p["pid"]) for p in shown["processes"]] == [(host, second.pid)]
+        # The same from A's folder, where A's own file is still there.
+        assert runs_source(_status(machine_a), second.pid)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        if second is not None:
+            assert stop(second) == 0, run_log(machine_b)[-3000:]
+    with MetaStore.open(postgres_db) as meta, meta.transaction() as conn:
+        left = conn.execute(sa.select(runtime_processes.c.pid)).scalars().all()
+    # The killed process's row stays (shown gone); the stopped one deleted its row.
+    assert left == [first.pid]
 
 
 CDC_PROJECT = """\

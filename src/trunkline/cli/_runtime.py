@@ -150,12 +150,17 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """What every connector is doing, in every `trunkline run` process of the project."""
-    from trunkline.runtime import read_status, state_dir
+    """What every connector is doing, in every `trunkline run` process of the project.
+
+    With a shared (PostgreSQL) metadata store, the processes of every machine; else this
+    machine's.
+    """
+    from trunkline.runtime import read_status, shared_store, state_dir
     from trunkline.runtime._lag import lag_origin, pipelines
 
     proj = project(ctx)
-    processes = read_status(state_dir(proj) / "status")
+    meta = proj.meta if shared_store(proj) else None
+    processes = read_status(state_dir(proj) / "status", meta)
     configured = [("source", n, s.type) for n, s in proj.config.sources.items()]
     configured += [("sink", n, s.type) for n, s in proj.config.sinks.items()]
     configured += [("flow", n, "flow") for n, f in proj.config.flows.items() if f.freshness]
@@ -179,18 +184,31 @@ def status(
     full_rows = [r for r in rows if "rows_per_s" in r]
     keyed = {(r["kind"], r["name"]): r for r in rows}
     lags = [lag_origin(p, keyed) for p in pipelines(proj.config)]
+    # Processes that died (killed, machine lost) rather than stopped.
+    gone = [
+        {
+            "host": p.document.get("host"),
+            "pid": p.document.get("pid"),
+            "run_id": p.document.get("run_id"),
+            "updated": p.document.get("updated"),
+        }
+        for p in processes
+        if not p.alive and p.document.get("state") == "running"
+    ]
+    running = [
+        {
+            "host": p.document.get("host"),
+            "pid": p.document.get("pid"),
+            "alive": p.alive,
+            "metrics_url": p.document.get("metrics_url", ""),
+            "updated": p.document.get("updated"),
+        }
+        for p in processes
+        if p.alive
+    ]
     summary = {
-        "processes": [
-            {
-                "host": p.document.get("host"),
-                "pid": p.document.get("pid"),
-                "alive": p.alive,
-                "metrics_url": p.document.get("metrics_url", ""),
-                "updated": p.document.get("updated"),
-            }
-            for p in processes
-            if p.alive
-        ],
+        "processes": running,
+        "gone": gone,
         "connectors": rows,
         "lag_origin": _lag_origin(full_rows),
         "pipelines": lags,
@@ -229,8 +247,11 @@ def status(
     console.print(table)
     for line in errors:
         console.print(f"last error of {line}")
-    live = summary["processes"]
-    console.print(f"processes running: {len(live)}; lag comes from: {summary['lag_origin']}")
+    console.print(f"processes running: {len(running)}; lag comes from: {summary['lag_origin']}")
+    for shown in running:
+        console.print(f"process {shown['host']}:{shown['pid']} is running", markup=False)
+    for shown in gone:
+        console.print(f"process {shown['host']}:{shown['pid']} is gone", markup=False)
     for lagging in lags:
         if lagging["origin"] != "none":
             line = f"lag of {lagging['pipeline']}: {lagging['origin']} - {lagging['why']}"

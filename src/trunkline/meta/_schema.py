@@ -264,3 +264,19 @@ runtime_checkpoints = sa.Table(
     sa.Column("owner", sa.String(SHORT_TEXT_LENGTH), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+# What each `trunkline run` process does, when the store is shared: the status document it
+# also writes to its local status file (JSON text), replaced every status interval, with the
+# heartbeat by the database's clock (ms since the epoch, so machines' clocks do not matter)
+# and how old a heartbeat may grow before readers take the process for gone. A clean stop
+# deletes the row; a killed process's row stays, and shows it gone.
+runtime_processes = sa.Table(
+    "runtime_processes",
+    metadata,
+    sa.Column("run_id", sa.String(SHORT_TEXT_LENGTH), primary_key=True),
+    sa.Column("host", sa.String(SHORT_TEXT_LENGTH), nullable=False),
+    sa.Column("pid", sa.BigInteger(), nullable=False),
+    sa.Column("document", sa.Text(), nullable=False),
+    sa.Column("heartbeat_ms", sa.BigInteger(), nullable=False),
+    sa.Column("stale_after_ms", sa.BigInteger(), nullable=False),
+)

@@ -11,7 +11,8 @@ folder, sharing the store and a Kafka hub) a lease is a row of the store with an
 heartbeats renew and a fencing token that grows with every takeover, a holder that cannot
 renew stops the task, and checkpoints are rows of the store whose saves are refused once the
 saver's token is stale, so the new owner continues from the last checkpoint and nothing
-overwrites it (see ``_lease`` and ``_checkpoints``).
+overwrites it (see ``_lease`` and ``_checkpoints``); each process publishes its status in the
+store too, so ``trunkline status`` on any machine shows every process (see ``_status``).
 
 Example:
     >>> from trunkline.project import Project
@@ -29,7 +30,7 @@ from trunkline.runtime._deadletters import (
     read_dead_letters,
     replay,
 )
-from trunkline.runtime._runner import Runner, RunOptions, state_dir
+from trunkline.runtime._runner import Runner, RunOptions, shared_store, state_dir
 from trunkline.runtime._sink_task import group_of
 from trunkline.runtime._status import ProcessStatus, read_status
 
@@ -44,5 +45,6 @@ __all__ = [
     "read_dead_letters",
     "read_status",
     "replay",
+    "shared_store",
     "state_dir",
 ]

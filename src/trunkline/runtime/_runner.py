@@ -13,9 +13,10 @@ Where the project's metadata store is decides how far its processes may be sprea
 SQLite (one machine) leases are file locks and checkpoints files in ``.trunkline/``. With
 PostgreSQL the processes may run on several machines (each with its own project folder,
 sharing the store and a Kafka hub): leases are rows of the store with an expiry and a
-fencing token (:class:`~trunkline.runtime._lease.StoreLease`, ``lease_ttl``), and
+fencing token (:class:`~trunkline.runtime._lease.StoreLease`, ``lease_ttl``),
 checkpoints live in the store too, so the process that takes over a source continues from
-its last checkpoint.
+its last checkpoint, and each process publishes its status there as well as in its status
+file, so that ``trunkline status`` on any machine shows them all.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from trunkline.connectors.base import (
     retry_topic,
 )
 from trunkline.connectors.transforms import route_topics
-from trunkline.errors import ConfigError, TopicExists, TopicNotFound
+from trunkline.errors import ConfigError, MetaError, TopicExists, TopicNotFound
+from trunkline.meta._engine import parse_url
 from trunkline.project import HUB_SYSTEM, Project
 from trunkline.runtime._backoff import Backoff
 from trunkline.runtime._budget import MemoryBudget
@@ -56,10 +58,10 @@ from trunkline.runtime._lease import FileLease, Lease, StoreLease
 from trunkline.runtime._metrics import TaskMetrics, prometheus_text
 from trunkline.runtime._sink_task import SinkTask
 from trunkline.runtime._source_task import SourceTask
-from trunkline.runtime._status import StatusBoard
+from trunkline.runtime._status import StatusBoard, StoreStatusBoard
 from trunkline.runtime._task import Supervisor, Task, TaskEnv
 
-__all__ = ["RunOptions", "Runner", "state_dir"]
+__all__ = ["RunOptions", "Runner", "shared_store", "state_dir"]
 
 log = logging.getLogger("trunkline.runtime")
 
@@ -73,6 +75,12 @@ def state_dir(project: Project) -> Path:
     return project.root / ".trunkline"
 
 
+def shared_store(project: Project) -> bool:
+    """Whether the project's metadata store is shared by machines (PostgreSQL), not one
+    file; told from its URL, so that asking opens nothing (and creates no SQLite file)."""
+    return parse_url(project.config.meta_url()).backend != "sqlite"
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How ``trunkline run`` runs.
@@ -82,7 +90,8 @@ class RunOptions:
         memory: The in-flight memory budget of all sinks of the process, in bytes.
         metrics_address: ``(host, port)`` to serve Prometheus text on ``/metrics``;
             None for no endpoint. Port 0 picks a free port.
-        status_interval: Seconds between status file updates.
+        status_interval: Seconds between status updates (the file, and the store's row
+            when the metadata store is shared).
         lease_ttl: Seconds an exclusive task's lease in a shared (PostgreSQL) metadata
             store lasts without a heartbeat: how long a dead process's tasks wait before
             another process takes them over.
@@ -115,7 +124,13 @@ class Runner:
         self.stop_event = threading.Event()
         self.state = state_dir(project)
         self.board = StatusBoard(self.state / "status", run_id=self.run_id)
+        self.board.forget_old()
         self._planned = self._plan()
+        self.store_board: StoreStatusBoard | None = None
+        if self.shared:
+            self.store_board = StoreStatusBoard(
+                project.meta, run_id=self.run_id, interval=self.options.status_interval
+            )
         self._supervisors: list[Supervisor] = []
         self._server: ThreadingHTTPServer | None = None
         self.metrics_url = ""
@@ -206,7 +221,7 @@ class Runner:
     @property
     def shared(self) -> bool:
         """Whether the metadata store is shared by machines (PostgreSQL), not one file."""
-        return self.project.meta.backend != "sqlite"
+        return shared_store(self.project)
 
     def _checkpoints(self) -> FileCheckpointStore | StoreCheckpointStore:
         folder = self.state / "checkpoints"
@@ -286,10 +301,21 @@ class Runner:
         return [p.task.metrics.sample() for p in self._planned]
 
     def _publish(self, state: str = "running") -> None:
+        document = self.board.document(self.samples(), state=state, metrics_url=self.metrics_url)
         try:
-            self.board.publish(self.samples(), state=state, metrics_url=self.metrics_url)
+            self.board.write(document)
         except OSError as exc:
             log.warning("cannot write the status file %s: %s", self.board.path, exc)
+        if self.store_board is None:
+            return
+        try:
+            if state == "running":
+                self.store_board.publish(document)
+            else:
+                self.store_board.remove()
+        except MetaError as exc:
+            # Status is for people: the tasks go on; the row's heartbeat ages meanwhile.
+            log.warning("cannot publish status to the metadata store: %s", exc)
 
     def wait(self) -> None:
         """Publish figures until :meth:`stop`, or until every task has stopped for good."""

@@ -23,10 +23,11 @@ def test_migrations_ship_in_the_package() -> None:
         "versions/0002_schema_registry.py",
         "versions/0003_planner_stats.py",
         "versions/0004_runtime_leases.py",
+        "versions/0005_runtime_processes.py",
     ):
         assert (package / "migrations" / name).is_file(), name
     assert MIGRATIONS.is_relative_to(Path(trunkline.meta.__file__).parent)
-    assert head_revision() == "0004"
+    assert head_revision() == "0005"
 
 
 def test_fresh_database_is_at_head(tmp_path: Path) -> None:
