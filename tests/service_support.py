@@ -16,6 +16,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_SCRIPT = REPO_ROOT / "scripts" / "services" / "postgres"
+JDBC_SCRIPT = REPO_ROOT / "scripts" / "services" / "jdbc"
 
 
 def in_ci() -> bool:

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from service_support import require_service
+from service_support import JDBC_SCRIPT, require_service, run_service_script
 from trunkline.federation import open_planner
 from trunkline.federation.catalog import add_system
 from trunkline.perf._tpch import QUERIES, setup_project
@@ -133,7 +133,13 @@ def spark_session() -> Iterator[Any]:
     if shutil.which("java") is None:
         require_service("spark", "java is not on PATH")
     if jdbc_jar() is None:
-        require_service("spark", "no PostgreSQL JDBC jar: run scripts/services/jdbc fetch")
+        fetched = run_service_script(JDBC_SCRIPT, "fetch")
+        if fetched.returncode != 0 or jdbc_jar() is None:
+            require_service(
+                "spark",
+                f"no PostgreSQL JDBC jar; {JDBC_SCRIPT} fetch exited {fetched.returncode}:\n"
+                f"{fetched.stderr}",
+            )
     try:
         session = shared_session()
     except Exception as exc:
