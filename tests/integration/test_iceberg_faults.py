@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _runtime_helpers import (
+    Files,
     files_done,
     group_lag,
     run_log,
@@ -24,7 +25,6 @@ from _runtime_helpers import (
     wait_for,
     write_project,
 )
-from test_runtime_faults import Files
 
 pytest.importorskip("pyiceberg")
 from pyiceberg.catalog.sql import SqlCatalog

@@ -18,7 +18,15 @@ import pytest
 from trunkline.hub.embedded import EmbeddedHub
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _runtime_helpers import files_done, run_log, start_run, stop, wait_for, write_project
+from _runtime_helpers import (
+    Files,
+    files_done,
+    run_log,
+    start_run,
+    stop,
+    wait_for,
+    write_project,
+)
 
 CONTRACT = """\
 apiVersion: v3.0.2
@@ -71,30 +79,6 @@ EXPECTED = (
     "SELECT id % 7 AS bucket, count(*) AS n, sum(seq) AS total, max(seq) AS last "
     "FROM read_csv('{folder}/*.csv') GROUP BY 1 ORDER BY 1"
 )
-
-
-class Files:
-    """Writes CSV files into the source folder, each whole (written aside, then renamed)."""
-
-    def __init__(self, folder: Path, rows_per_file: int = 400) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.rows_per_file = rows_per_file
-        self.seq = 0
-        self.names: list[str] = []
-
-    def write(self) -> None:
-        lines = ["id,seq,payload"]
-        for _ in range(self.rows_per_file):
-            lines.append(f"{self.seq * 31 % 1000},{self.seq},p{self.seq}")
-            self.seq += 1
-        name = f"{len(self.names):05d}.csv"
-        temp = self.folder / f".{name}.tmp"
-        temp.write_text("\n".join(lines) + "\n")
-        past = time.time() - 5
-        os.utime(temp, (past, past))
-        temp.rename(self.folder / name)
-        self.names.append(name)
 
 
 def _flow_tasks(root: Path) -> dict[str, dict[str, Any]]:
