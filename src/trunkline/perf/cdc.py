@@ -381,8 +381,11 @@ def _trunkline_to_duckdb(dsn: str, root: Path, rows: int) -> float:
                 raise RuntimeError(f"the pipeline failed: {runner.samples()}")
             source = next(s for s in runner.samples() if s["kind"] == "source")
             if source["counters"].get("snapshot_rows", 0) >= rows:
+                # snapshot_rows counts a chunk before it is written: wait for it in the hub.
                 ends = hub.end_offsets("shop.public.bench")
-                if hub.committed("sink-warehouse", "shop.public.bench") == ends:
+                if sum(ends.values()) >= rows and (
+                    hub.committed("sink-warehouse", "shop.public.bench") == ends
+                ):
                     break
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
