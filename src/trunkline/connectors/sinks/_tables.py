@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from trunkline.connectors.base import SinkSettings, settings_error
+from trunkline.connectors.base import (
+    ConnectorContext,
+    LineageDataset,
+    Sink,
+    SinkSettings,
+    settings_error,
+)
 from trunkline.connectors.sinks._changes import ValueFormat
+from trunkline.hub import FetchedBatch, TopicPartition
+from trunkline.meta import Column
 
-__all__ = ["TableSinkSettings", "table_name"]
+__all__ = ["DatabaseSink", "DatabaseSinkSettings", "TableSinkSettings", "table_name"]
 
 
 def table_name(topic: str) -> str:
@@ -87,3 +96,58 @@ class TableSinkSettings(SinkSettings):
         if self.table is not None:
             return self.table
         return table_name(topic)
+
+
+class DatabaseSinkSettings(TableSinkSettings):
+    """Settings of a sink writing into the tables of one schema of a database."""
+
+    db_schema: str = Field(min_length=1, description="The schema the tables go in.")
+
+
+class DatabaseSink(Sink):
+    """What the sinks writing into a database's tables (``duckdb``, ``postgres``) share:
+    the tables' columns as last seen, offsets written so far, dead letters, counters, and
+    the catalog entries of their tables (the runtime records the edges :meth:`lineage`
+    names)."""
+
+    config: DatabaseSinkSettings
+
+    def __init__(self, name: str, config: DatabaseSinkSettings) -> None:
+        super().__init__(name, config)
+        self._context: ConnectorContext | None = None
+        #: Columns (name -> SQL type) of each table, as last read or changed.
+        self._columns: dict[str, dict[str, str]] = {}
+        #: The next offset of each partition written (and committed with the data).
+        self._done: dict[TopicPartition, int] = {}
+        self._linked: set[str] = set()
+
+    def _dead_letter(self, batch: FetchedBatch, topic: str, bad: list[tuple[int, str]]) -> None:
+        assert self._context is not None
+        bad.sort()
+        self._context.dead_letters.write_records(
+            batch, [row for row, _ in bad], [error for _, error in bad], topic=topic
+        )
+
+    def _count(self, name: str, value: float) -> None:
+        if self._context is not None and value:
+            self._context.metrics.count(name, value)
+
+    def _register(self, table: str, columns: Mapping[str, str]) -> None:
+        if self._context is not None:
+            self._context.register_dataset(
+                f"{self.config.db_schema}.{table}",
+                "table",
+                columns=[Column(name, kind) for name, kind in columns.items()],
+            )
+
+    def _link(self, topic: str, table: str) -> None:
+        """Register a table this run writes but did not create (its columns, once)."""
+        if topic in self._linked or self._context is None:
+            return
+        self._linked.add(topic)
+        if table in self._columns:
+            self._register(table, self._columns[table])
+
+    def lineage(self) -> tuple[LineageDataset, ...]:
+        schema, table = self.config.db_schema, self.config.table_for
+        return tuple(LineageDataset(t, f"{schema}.{table(t)}") for t in self.topics())

@@ -43,12 +43,11 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from trunkline.connectors._sql import qualified, quote_identifier, quote_literal
-from trunkline.connectors.base import Capabilities, ConnectorContext, LineageDataset, Sink
+from trunkline.connectors.base import Capabilities, ConnectorContext
 from trunkline.connectors.sinks._changes import OP, SEQ, UNAVAILABLE, read_changes
-from trunkline.connectors.sinks._tables import TableSinkSettings, table_name
+from trunkline.connectors.sinks._tables import DatabaseSink, DatabaseSinkSettings, table_name
 from trunkline.errors import ConnectorError, IncompatibleChange, TargetUnavailable
 from trunkline.hub import FetchedBatch, TopicPartition
-from trunkline.meta import Column
 
 __all__ = ["DuckDBSink", "table_name"]
 
@@ -57,7 +56,7 @@ _INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
 _FLOATS = ("FLOAT", "DOUBLE")
 
 
-class DuckDBConfig(TableSinkSettings):
+class DuckDBConfig(DatabaseSinkSettings):
     """Settings of the ``duckdb`` sink."""
 
     path: Path = Field(
@@ -73,7 +72,7 @@ def _translate(exc: duckdb.Error, doing: str) -> ConnectorError:
     return ConnectorError(f"{doing}: {text}", retryable=False)
 
 
-class DuckDBSink(Sink):
+class DuckDBSink(DatabaseSink):
     """Copies topics into DuckDB tables, with offsets in the same transaction."""
 
     Config: ClassVar[type[DuckDBConfig]] = DuckDBConfig
@@ -86,10 +85,6 @@ class DuckDBSink(Sink):
     def __init__(self, name: str, config: DuckDBConfig) -> None:
         super().__init__(name, config)
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._context: ConnectorContext | None = None
-        self._columns: dict[str, dict[str, str]] = {}
-        self._done: dict[TopicPartition, int] = {}
-        self._linked: set[str] = set()
         self.path = Path(config.path)
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
@@ -202,17 +197,6 @@ class DuckDBSink(Sink):
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
-
-    def _dead_letter(self, batch: FetchedBatch, topic: str, bad: list[tuple[int, str]]) -> None:
-        assert self._context is not None
-        bad.sort()
-        self._context.dead_letters.write_records(
-            batch, [row for row, _ in bad], [error for _, error in bad], topic=topic
-        )
-
-    def _count(self, name: str, value: float) -> None:
-        if self._context is not None and value:
-            self._context.metrics.count(name, value)
 
     def _apply(
         self,
@@ -416,28 +400,6 @@ class DuckDBSink(Sink):
         if changed:
             self._register(table, columns)
         return columns
-
-    def _register(self, table: str, columns: Mapping[str, str]) -> None:
-        if self._context is None:
-            return
-        self._context.register_dataset(
-            f"{self.config.db_schema}.{table}",
-            "table",
-            columns=[Column(name, kind) for name, kind in columns.items()],
-        )
-
-    def _link(self, topic: str, table: str) -> None:
-        """Register a table this run writes but did not create (its columns, once); the
-        edge topic -> table is the runtime's to record (:meth:`lineage`)."""
-        if topic in self._linked or self._context is None:
-            return
-        self._linked.add(topic)
-        if table in self._columns:
-            self._register(table, self._columns[table])
-
-    def lineage(self) -> tuple[LineageDataset, ...]:
-        schema, table = self.config.db_schema, self.config.table_for
-        return tuple(LineageDataset(t, f"{schema}.{table(t)}") for t in self.topics())
 
 
 def _without_null_columns(rows: pa.Table) -> pa.Table:

@@ -47,7 +47,7 @@ from psycopg import sql
 from pydantic import Field, SecretStr
 
 from trunkline.config import Duration
-from trunkline.connectors.base import Capabilities, ConnectorContext, LineageDataset, Sink
+from trunkline.connectors.base import Capabilities, ConnectorContext
 from trunkline.connectors.sinks._changes import OP, SEQ, collapse, read_changes
 from trunkline.connectors.sinks._pgtypes import (
     Fit,
@@ -57,10 +57,9 @@ from trunkline.connectors.sinks._pgtypes import (
     is_array,
     staged_type,
 )
-from trunkline.connectors.sinks._tables import TableSinkSettings
+from trunkline.connectors.sinks._tables import DatabaseSink, DatabaseSinkSettings
 from trunkline.errors import ConnectorError, IncompatibleChange, TargetUnavailable
 from trunkline.hub import FetchedBatch, TopicPartition
-from trunkline.meta import Column
 
 __all__ = ["PostgresSink", "PostgresSinkConfig"]
 
@@ -68,7 +67,7 @@ OFFSETS_TABLE = "_trunkline_offsets"
 _CSV = pcsv.WriteOptions(include_header=False)
 
 
-class PostgresSinkConfig(TableSinkSettings):
+class PostgresSinkConfig(DatabaseSinkSettings):
     """Settings of the ``postgres`` sink."""
 
     dsn: SecretStr = Field(
@@ -88,7 +87,7 @@ def _translate(exc: psycopg.Error, doing: str) -> ConnectorError:
     return ConnectorError(f"{doing}: {text}", retryable=False)
 
 
-class PostgresSink(Sink):
+class PostgresSink(DatabaseSink):
     """Copies topics into PostgreSQL tables, with offsets in the same transaction."""
 
     Config: ClassVar[type[PostgresSinkConfig]] = PostgresSinkConfig
@@ -99,11 +98,7 @@ class PostgresSink(Sink):
     def __init__(self, name: str, config: PostgresSinkConfig) -> None:
         super().__init__(name, config)
         self._conn: psycopg.Connection | None = None
-        self._context: ConnectorContext | None = None
-        self._columns: dict[str, dict[str, str]] = {}
         self._stages: dict[tuple[str, ...], str] = {}
-        self._done: dict[TopicPartition, int] = {}
-        self._linked: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -206,17 +201,6 @@ class PostgresSink(Sink):
             self._columns.pop(table, None)  # what the table looks like is known again after
             raise _translate(exc, f"writing {topic}[{batch.partition}] to {table}") from exc
         self._done[TopicPartition(batch.topic, batch.partition)] = batch.next_offset
-
-    def _dead_letter(self, batch: FetchedBatch, topic: str, bad: list[tuple[int, str]]) -> None:
-        assert self._context is not None
-        bad.sort()
-        self._context.dead_letters.write_records(
-            batch, [row for row, _ in bad], [error for _, error in bad], topic=topic
-        )
-
-    def _count(self, name: str, value: float) -> None:
-        if self._context is not None and value:
-            self._context.metrics.count(name, value)
 
     def _apply(
         self, conn: psycopg.Connection, topic: str, table: str, rows: pa.Table, upsert: bool
@@ -350,26 +334,6 @@ class PostgresSink(Sink):
         if changed:
             self._register(table, columns)
         return rows, bad
-
-    def _register(self, table: str, columns: dict[str, str]) -> None:
-        if self._context is not None:
-            self._context.register_dataset(
-                f"{self.config.db_schema}.{table}",
-                "table",
-                columns=[Column(name, kind) for name, kind in columns.items()],
-            )
-
-    def _link(self, topic: str, table: str) -> None:
-        """Register a table this run writes but did not create (its columns, once); the
-        edge topic -> table is the runtime's to record (:meth:`lineage`)."""
-        if topic in self._linked or self._context is None:
-            return
-        self._linked.add(topic)
-        self._register(table, self._columns.get(table, {}))
-
-    def lineage(self) -> tuple[LineageDataset, ...]:
-        schema, table = self.config.db_schema, self.config.table_for
-        return tuple(LineageDataset(t, f"{schema}.{table(t)}") for t in self.topics())
 
     # -- COPY and merge ---------------------------------------------------------------
 
