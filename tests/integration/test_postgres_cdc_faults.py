@@ -41,22 +41,28 @@ def _progress(root: Path) -> tuple[bool, int]:
     return bool(table.get("done")), int(table.get("rows", 0))
 
 
+def _caught_up(root: Path, dsn: str, timeout: float) -> None:
+    """Until the PostgreSQL replica equals the source table and the DuckDB sink has read
+    everything (its table is compared once the run has stopped: one process per file)."""
+    wait_equal(
+        lambda: source_rows(dsn, "orders"),
+        {"postgres": lambda: replica_rows(dsn, "shop_public_orders")},
+        timeout,
+        log=lambda: run_log(root),
+    )
+    deadline = time.monotonic() + 120
+    while group_lag(root, "sink-duck") != 0:
+        assert time.monotonic() < deadline, run_log(root)[-3000:]
+        time.sleep(0.3)
+
+
 def _finish(root: Path, dsn: str, writer: Writer) -> None:
     """Run once more until the sinks hold what the source holds, then compare DuckDB."""
     proc = start_run(root)
     try:
         time.sleep(1.0)
         writer.stop()
-        wait_equal(
-            lambda: source_rows(dsn, "orders"),
-            {"postgres": lambda: replica_rows(dsn, "shop_public_orders")},
-            180,
-            log=lambda: run_log(root),
-        )
-        deadline = time.monotonic() + 120
-        while group_lag(root, "sink-duck") != 0:
-            assert time.monotonic() < deadline, run_log(root)[-3000:]
-            time.sleep(0.3)
+        _caught_up(root, dsn, 180)
     finally:
         assert stop(proc) == 0, run_log(root)[-3000:]
     wait_equal(
@@ -211,16 +217,7 @@ def test_postgres_restart_mid_stream_is_survived(
         time.sleep(4.0)  # the writer reconnects; so do the source and the sink
         writer.stop()
         assert writer.errors, "the writer saw the server go away"
-        wait_equal(
-            lambda: source_rows(dsn, "orders"),
-            {"postgres": lambda: replica_rows(dsn, "shop_public_orders")},
-            120,
-            log=lambda: run_log(root),
-        )
-        deadline = time.monotonic() + 120
-        while group_lag(root, "sink-duck") != 0:
-            assert time.monotonic() < deadline, run_log(root)[-3000:]
-            time.sleep(0.3)
+        _caught_up(root, dsn, 120)
     finally:
         writer.stop()
         assert stop(proc) == 0, run_log(root)[-3000:]
