@@ -241,10 +241,17 @@ def _from_envelopes(
     op = table.column("op").combine_chunks()
     if not pa.types.is_string(op.type):
         op = op.cast(pa.string())
-    ops = np.asarray(op.fill_null("").to_pylist(), dtype=object)
+    op = op.fill_null("")
+
+    def where(*kinds: str) -> np.ndarray:
+        """Positions of the events whose op is one of ``kinds`` (an Arrow kernel, no rows
+        in Python)."""
+        found = pc.is_in(op, value_set=pa.array(kinds, pa.string()))
+        return np.flatnonzero(found.to_numpy(zero_copy_only=False))
+
     bad: list[tuple[int, str]] = []
     parts: list[pa.Table] = []
-    upserts = np.flatnonzero(np.isin(ops, ["c", "r", "u"]))
+    upserts = where("c", "r", "u")
     if len(upserts):
         after = _flatten(table, "after", upserts)
         if after.num_columns == 0:
@@ -254,10 +261,11 @@ def _from_envelopes(
                 table.column("after").combine_chunks().take(pa.array(upserts)).is_valid()
             )
             bad += [
-                (int(seq[i]), f"an {ops[i]!r} event with a null 'after'") for i in upserts[~valid]
+                (int(seq[i]), f"an {op[int(i)].as_py()!r} event with a null 'after'")
+                for i in upserts[~valid]
             ]
             parts.append(_with(after.filter(pa.array(valid)), seq[upserts[valid]], "u"))
-    deletes = np.flatnonzero(ops == "d")
+    deletes = where("d")
     if len(deletes):
         before = _flatten(table, "before", deletes)
         has_before = (
@@ -272,12 +280,13 @@ def _from_envelopes(
             key_rows, bad_keys = _keys_of(keys, seq[deletes[~has_before]], key)
             bad += bad_keys
             parts.append(key_rows)
-    truncates = np.flatnonzero(ops == "t")
+    truncates = where("t")
     if len(truncates):
         parts.append(_truncates(seq[truncates]))
-    known = np.isin(ops, ["c", "r", "u", "d", "t"])
+    known = np.zeros(len(op), dtype=bool)
+    known[np.concatenate([upserts, deletes, truncates])] = True
     bad += [
-        (int(seq[i]), f"unknown Debezium op {ops[i]!r} (expected c, r, u, d or t)")
+        (int(seq[i]), f"unknown Debezium op {op[int(i)].as_py()!r} (expected c, r, u, d or t)")
         for i in np.flatnonzero(~known)
     ]
     return parts, bad
