@@ -98,36 +98,6 @@ def run(
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _row(task: dict[str, Any], alive: bool, process: str) -> dict[str, Any]:
-    gauges = task.get("gauges", {})
-    counters = task.get("counters", {})
-    state = str(task.get("state", "?"))
-    if not alive and state not in ("stopped", "failed"):
-        state = "not running (its process is gone)"
-    backlog = next((v for k, v in gauges.items() if k.startswith("backlog_")), None)
-    return {
-        "name": task["name"],
-        "kind": task["kind"],
-        "type": task["type"],
-        "state": state,
-        "process": process,
-        "rows_per_s": task.get("rows_per_s", 0.0),
-        "records": counters.get("records", 0),
-        "lag_records": gauges.get("lag_records"),
-        "lag_seconds": gauges.get("lag_seconds"),
-        "source_backlog": backlog,
-        "busy": task.get("share", {}).get("busy", 0.0),
-        "backpressured": task.get("share", {}).get("backpressured", 0.0),
-        "idle": task.get("share", {}).get("idle", 0.0),
-        "checkpoint_seconds": gauges.get("checkpoint_seconds"),
-        "checkpoint_bytes": gauges.get("checkpoint_bytes"),
-        "dead_letters": counters.get("dead_letters", 0),
-        "restarts": counters.get("restarts", 0),
-        "last_error": task.get("last_error", ""),
-        "position": task.get("position"),
-    }
-
-
 def _lag_origin(rows: list[dict[str, Any]]) -> str:
     """Where a pipeline's lag comes from: sources not keeping up, or sinks after the hub."""
     sink_lag = sum(r["lag_records"] or 0 for r in rows if r["kind"] == "sink")
@@ -156,7 +126,7 @@ def status(
     machine's.
     """
     from trunkline.runtime import read_status, shared_store, state_dir
-    from trunkline.runtime._lag import lag_origin, pipelines
+    from trunkline.runtime._lag import lag_origin, pipelines, status_row
 
     proj = project(ctx)
     meta = proj.meta if shared_store(proj) else None
@@ -169,7 +139,7 @@ def status(
         label = f"{process.document.get('host')}:{process.document.get('pid')}"
         for task in process.tasks:
             key = (task["kind"], task["name"])
-            row = _row(task, process.alive, label)
+            row = status_row(task, process.alive, label)
             current = best.get(key)
             # A live process that runs the task wins over a standby, which wins over history.
             rank = (process.alive, task.get("state") not in ("standby",))

@@ -6,13 +6,17 @@ not committed yet are waiting in the hub; if the sink is busy or backpressured m
 time, the sink is too slow for its input; otherwise it is not taking them (stopped, failed,
 restarting, or idle between polls), so they wait in the hub. With no records waiting, input
 the sources have not read yet is lag at the source.
+
+``trunkline status`` judges from every process's last status; a ``trunkline run`` process's
+``/metrics`` judges, with :func:`lag_origins_here`, the pipelines whose sink it runs, from
+its own figures. Both read the figures through :func:`status_row`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from trunkline.config import ProjectConfig
 from trunkline.connectors import SOURCES
@@ -20,13 +24,15 @@ from trunkline.connectors.base import SinkSettings, SourceSettings
 from trunkline.connectors.transforms import route_topics
 from trunkline.errors import MissingDependency
 
-__all__ = ["Pipeline", "lag_origin", "pipelines"]
+__all__ = ["ORIGINS", "Pipeline", "lag_origin", "lag_origins_here", "pipelines", "status_row"]
 
 #: A sink busy (writing) or backpressured this share of its time is slower than its input.
 BUSY = 0.8
 BACKPRESSURED = 0.2
 
 Origin = Literal["source", "hub", "sink", "none", "unknown"]
+#: Every answer of :func:`lag_origin`, for exports that show all of them (one series each).
+ORIGINS: tuple[Origin, ...] = get_args(Origin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,60 @@ def pipelines(config: ProjectConfig) -> list[Pipeline]:
         sources = tuple(sorted(s for s, topics in writes.items() if topics & read))
         found.append(Pipeline(sources, tuple(sink_settings.topics), name))
     return found
+
+
+def status_row(task: Mapping[str, Any], alive: bool = True, process: str = "") -> dict[str, Any]:
+    """The figures of one task's sample (:meth:`TaskMetrics.sample`) as ``trunkline status``
+    shows them: the row :func:`lag_origin` judges.
+
+    Args:
+        task: the sample, as published in a status document.
+        alive: whether the process that published it still runs.
+        process: where it runs (``host:pid``).
+    """
+    gauges = task.get("gauges", {})
+    counters = task.get("counters", {})
+    state = str(task.get("state", "?"))
+    if not alive and state not in ("stopped", "failed"):
+        state = "not running (its process is gone)"
+    backlog = next((v for k, v in gauges.items() if k.startswith("backlog_")), None)
+    return {
+        "name": task["name"],
+        "kind": task["kind"],
+        "type": task["type"],
+        "state": state,
+        "process": process,
+        "rows_per_s": task.get("rows_per_s", 0.0),
+        "records": counters.get("records", 0),
+        "lag_records": gauges.get("lag_records"),
+        "lag_seconds": gauges.get("lag_seconds"),
+        "source_backlog": backlog,
+        "busy": task.get("share", {}).get("busy", 0.0),
+        "backpressured": task.get("share", {}).get("backpressured", 0.0),
+        "idle": task.get("share", {}).get("idle", 0.0),
+        "checkpoint_seconds": gauges.get("checkpoint_seconds"),
+        "checkpoint_bytes": gauges.get("checkpoint_bytes"),
+        "dead_letters": counters.get("dead_letters", 0),
+        "restarts": counters.get("restarts", 0),
+        "last_error": task.get("last_error", ""),
+        "position": task.get("position"),
+    }
+
+
+def lag_origins_here(found: list[Pipeline], samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`lag_origin` of each pipeline whose sink runs in this process, from its samples.
+
+    A sink that stands by here runs in another process, which answers for it. Only the
+    sources running here are seen: the backlog of one running elsewhere is exported by its
+    own process (``trunkline_backlog_*``) and does not make this one answer "source".
+    """
+    rows = {(s["kind"], s["name"]): status_row(s) for s in samples}
+    here = {name for kind, name in rows if kind == "sink"}
+    return [
+        lag_origin(p, rows)
+        for p in found
+        if p.sink in here and rows["sink", p.sink]["state"] != "standby"
+    ]
 
 
 def lag_origin(

@@ -5,10 +5,30 @@ Each task has one :class:`TaskMetrics`. The task says what it is doing (``busy``
 :meth:`TaskMetrics.sample` turns the totals into rates and shares over the last
 :data:`WINDOW` seconds: the leading indicators of a pipeline about to fail (a sink busy
 all the time, or backpressured, or checkpoints growing slower and bigger).
+
+:func:`prometheus_text` exports the figures ``trunkline status`` shows, per connector
+(labels ``connector``, ``kind``, ``type``):
+
+- ``trunkline_connector_up{state}``: 1 while it runs; ``trunkline_rows_per_second``;
+  ``trunkline_time_share{activity}``: busy, idle, backpressured;
+- ``trunkline_<counter>_total`` for every counter: ``records``, ``dead_letters`` and
+  ``restarts`` always (0 until counted), others (``bytes``, ``checkpoints``, ...) once
+  counted;
+- ``trunkline_<gauge>`` for every gauge, once set: ``lag_records`` and ``lag_seconds`` (of a
+  sink or flow), ``backlog_<unit>`` (of a source), ``checkpoint_seconds``,
+  ``checkpoint_bytes``, ...;
+- ``trunkline_last_error_timestamp_seconds``: when the last error happened (its message is
+  in ``trunkline status``: free text makes a poor label);
+
+and per pipeline whose sink runs in the process (labels ``pipeline``, named as ``trunkline
+status`` names it, and ``sink``), where its lag comes from (:mod:`trunkline.runtime._lag`)
+as a state set: ``trunkline_pipeline_lag_origin{origin}`` is 1 for the origin and 0 for
+each other one, so that every series stays put while the origin moves.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -16,11 +36,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from trunkline.runtime._lag import ORIGINS
+
 __all__ = ["ACTIVITIES", "WINDOW", "TaskMetrics", "prometheus_text"]
 
 ACTIVITIES = ("busy", "idle", "backpressured")
 #: Seconds over which rates and time shares are computed.
 WINDOW = 30.0
+#: Counters ``trunkline status`` shows as 0 before they are counted; exported likewise.
+ALWAYS_COUNTED = ("records", "dead_letters", "restarts")
 
 
 @dataclass
@@ -123,12 +147,30 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _number(value: float) -> str:
+    """``value`` in full: ``:g`` would round 12,345,678 records to 1.23457e+07."""
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
 def _metric_name(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
 
-def prometheus_text(tasks: Iterable[dict[str, Any]]) -> str:
-    """The Prometheus text exposition (version 0.0.4) of task samples.
+def prometheus_text(
+    tasks: Iterable[dict[str, Any]], pipelines: Iterable[dict[str, Any]] = ()
+) -> str:
+    """The Prometheus text exposition (version 0.0.4) of task samples and pipeline lags.
+
+    Args:
+        tasks: samples (:meth:`TaskMetrics.sample`).
+        pipelines: :func:`~trunkline.runtime._lag.lag_origin` answers.
 
     Example:
         >>> print(prometheus_text([{"name": "w", "kind": "sink", "type": "duckdb",
@@ -141,16 +183,24 @@ def prometheus_text(tasks: Iterable[dict[str, Any]]) -> str:
         ...
         trunkline_records_total{connector="w",kind="sink",type="duckdb"} 10
         ...
+        >>> print(prometheus_text([], [{"pipeline": "o -> w", "sink": "w", "origin": "sink"}]))
+        ... # doctest: +ELLIPSIS
+        # HELP trunkline_pipeline_lag_origin ...
+        # TYPE trunkline_pipeline_lag_origin gauge
+        trunkline_pipeline_lag_origin{pipeline="o -> w",sink="w",origin="source"} 0
+        trunkline_pipeline_lag_origin{pipeline="o -> w",sink="w",origin="hub"} 0
+        trunkline_pipeline_lag_origin{pipeline="o -> w",sink="w",origin="sink"} 1
+        ...
     """
     families: dict[str, tuple[str, str, list[str]]] = {}
 
     def add(name: str, kind: str, help_text: str, labels: str, value: float) -> None:
         family = families.setdefault(name, (kind, help_text, []))
-        family[2].append(f"{name}{{{labels}}} {value:g}")
+        family[2].append(f"{name}{{{labels}}} {_number(value)}")
 
     for task in tasks:
         labels = (
-            f'connector="{_escape(task["name"])}",kind="{task["kind"]}",'
+            f'connector="{_escape(task["name"])}",kind="{_escape(task["kind"])}",'
             f'type="{_escape(task["type"])}"'
         )
         running = 1 if task["state"] in ("running", "backpressured") else 0
@@ -176,7 +226,8 @@ def prometheus_text(tasks: Iterable[dict[str, Any]]) -> str:
                 f'{labels},activity="{activity}"',
                 share,
             )
-        for counter, value in sorted(task.get("counters", {}).items()):
+        counters = {**dict.fromkeys(ALWAYS_COUNTED, 0), **task.get("counters", {})}
+        for counter, value in sorted(counters.items()):
             add(
                 f"trunkline_{_metric_name(counter)}_total",
                 "counter",
@@ -191,6 +242,25 @@ def prometheus_text(tasks: Iterable[dict[str, Any]]) -> str:
                 gauge.replace("_", " ").capitalize() + ".",
                 labels,
                 value,
+            )
+        if task.get("last_error_at") is not None:
+            add(
+                "trunkline_last_error_timestamp_seconds",
+                "gauge",
+                "Unix time of the last error (its message is in trunkline status).",
+                labels,
+                task["last_error_at"],
+            )
+    for lag in pipelines:
+        labels = f'pipeline="{_escape(lag["pipeline"])}",sink="{_escape(lag["sink"])}"'
+        for origin in ORIGINS:
+            add(
+                "trunkline_pipeline_lag_origin",
+                "gauge",
+                "1 for where the pipeline's lag comes from (source, hub, sink; none, or "
+                "unknown while its sink has no figures), 0 for the others.",
+                f'{labels},origin="{origin}"',
+                1 if lag["origin"] == origin else 0,
             )
     lines = []
     for name, (kind, help_text, samples) in families.items():

@@ -54,6 +54,7 @@ from trunkline.runtime._budget import MemoryBudget
 from trunkline.runtime._checkpoints import FileCheckpointStore, StoreCheckpointStore
 from trunkline.runtime._deadletters import DLQ_CONFIG
 from trunkline.runtime._flow_task import FlowTask
+from trunkline.runtime._lag import lag_origins_here, pipelines
 from trunkline.runtime._lease import FileLease, Lease, StoreLease
 from trunkline.runtime._metrics import TaskMetrics, prometheus_text
 from trunkline.runtime._sink_task import SinkTask
@@ -126,6 +127,7 @@ class Runner:
         self.board = StatusBoard(self.state / "status", run_id=self.run_id)
         self.board.forget_old()
         self._planned = self._plan()
+        self._pipelines = pipelines(project.config)
         self.store_board: StoreStatusBoard | None = None
         if self.shared:
             self.store_board = StoreStatusBoard(
@@ -356,6 +358,12 @@ class Runner:
 
     # -- Prometheus -----------------------------------------------------------------------
 
+    def prometheus_text(self) -> str:
+        """What ``/metrics`` serves: every task's figures, and where the lag of each
+        pipeline whose sink runs here comes from (judged as ``trunkline status`` does)."""
+        samples = self.samples()
+        return prometheus_text(samples, lag_origins_here(self._pipelines, samples))
+
     def _serve_metrics(self, host: str, port: int) -> None:
         runner = self
 
@@ -364,7 +372,7 @@ class Runner:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "only /metrics is served here")
                     return
-                body = prometheus_text(runner.samples()).encode()
+                body = runner.prometheus_text().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))

@@ -40,6 +40,7 @@ from trunkline.runtime._backoff import Backoff
 from trunkline.runtime._budget import MemoryBudget
 from trunkline.runtime._checkpoints import FileCheckpointStore
 from trunkline.runtime._deadletters import ID_HEADER, HubDeadLetters
+from trunkline.runtime._lag import Pipeline, lag_origin, lag_origins_here, status_row
 from trunkline.runtime._lease import FileLease
 from trunkline.runtime._metrics import TaskMetrics, prometheus_text
 from trunkline.runtime._reader import LeasedReader
@@ -154,6 +155,127 @@ def test_metrics_shares_and_prometheus_text() -> None:
     assert 'trunkline_records_total{connector="w",kind="sink",type="duckdb"} 10' in text
     assert "# TYPE trunkline_lag_records gauge" in text
     assert 'activity="busy"' in text
+
+
+def _sample(name: str, kind: str, **figures: Any) -> dict[str, Any]:
+    """A task's sample (``TaskMetrics.sample``) with the given figures."""
+    sample: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "type": "duckdb" if kind == "sink" else "files",
+        "state": "running",
+        "rows_per_s": 0.0,
+        "share": {"busy": 0.0, "idle": 1.0, "backpressured": 0.0},
+        "counters": {},
+        "gauges": {},
+        "last_error": "",
+        "last_error_at": None,
+        "position": None,
+    }
+    return {**sample, **figures}
+
+
+def _series(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(name + "{")]
+
+
+ORDERS = Pipeline(("incoming",), ("orders",), "warehouse")
+
+
+def test_prometheus_text_says_where_each_pipelines_lag_comes_from() -> None:
+    samples = [
+        # Busy 95% of the time with 5,000 records waiting: the sink is too slow.
+        _sample(
+            "warehouse",
+            "sink",
+            rows_per_s=850.0,
+            share={"busy": 0.95, "idle": 0.05, "backpressured": 0.0},
+            counters={"records": 12_345_678, "dead_letters": 2},
+            gauges={"lag_records": 5000, "lag_seconds": 12.5},
+        ),
+        _sample(
+            "incoming",
+            "source",
+            gauges={"backlog_bytes": 4096},
+            last_error="ConnectorError: gone",
+            last_error_at=1_700_000_000.25,
+        ),
+        _sample("lake", "sink", state="standby"),  # runs in another process
+    ]
+    found = [ORDERS, Pipeline(("incoming",), ("orders",), "lake"), Pipeline((), ("x",), "gone")]
+    lags = lag_origins_here(found, samples)
+    text = prometheus_text(samples, lags)
+    assert _series(text, "trunkline_pipeline_lag_origin") == [
+        'trunkline_pipeline_lag_origin{pipeline="incoming -> orders -> warehouse",'
+        f'sink="warehouse",origin="{origin}"}} {int(origin == "sink")}'
+        for origin in ("source", "hub", "sink", "none", "unknown")
+    ]
+    assert "# TYPE trunkline_pipeline_lag_origin gauge" in text
+    # The pipeline is named, and judged, as `trunkline status` does.
+    rows = {(s["kind"], s["name"]): status_row(s) for s in samples}
+    assert lags == [lag_origin(ORDERS, rows)]
+    # The figures status shows beside it: exact, not rounded to 6 digits by %g.
+    assert _series(text, "trunkline_records_total") == [
+        'trunkline_records_total{connector="warehouse",kind="sink",type="duckdb"} 12345678',
+        'trunkline_records_total{connector="incoming",kind="source",type="files"} 0',
+        'trunkline_records_total{connector="lake",kind="sink",type="duckdb"} 0',
+    ]
+    assert 'trunkline_lag_records{connector="warehouse",kind="sink",type="duckdb"} 5000' in text
+    assert 'trunkline_lag_seconds{connector="warehouse",kind="sink",type="duckdb"} 12.5' in text
+    assert 'trunkline_dead_letters_total{connector="warehouse",kind="sink",type="duckdb"} 2' in text
+    assert 'trunkline_restarts_total{connector="lake",kind="sink",type="duckdb"} 0' in text
+    assert _series(text, "trunkline_last_error_timestamp_seconds") == [
+        'trunkline_last_error_timestamp_seconds{connector="incoming",kind="source",type="files"}'
+        " 1700000000.25"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sink", "source", "origin"),
+    [
+        # Records wait and the sink is not taking them: they wait in the hub.
+        ({"state": "restarting", "gauges": {"lag_records": 10, "lag_seconds": 1.0}}, {}, "hub"),
+        # Backpressured 30% of the time with records waiting: the sink.
+        (
+            {
+                "share": {"busy": 0.4, "idle": 0.3, "backpressured": 0.3},
+                "gauges": {"lag_records": 10},
+            },
+            {},
+            "sink",
+        ),
+        # Nothing waits in the hub, but the source has input to read.
+        ({"gauges": {"lag_records": 0}}, {"gauges": {"backlog_bytes": 99}}, "source"),
+        ({"gauges": {"lag_records": 0}}, {"gauges": {"backlog_bytes": 0}}, "none"),
+    ],
+)
+def test_exactly_one_lag_origin_series_is_1(
+    sink: dict[str, Any], source: dict[str, Any], origin: str
+) -> None:
+    samples = [_sample("warehouse", "sink", **sink), _sample("incoming", "source", **source)]
+    text = prometheus_text(samples, lag_origins_here([ORDERS], samples))
+    ones = [line for line in _series(text, "trunkline_pipeline_lag_origin") if line.endswith(" 1")]
+    assert ones == [
+        'trunkline_pipeline_lag_origin{pipeline="incoming -> orders -> warehouse",'
+        f'sink="warehouse",origin="{origin}"}} 1'
+    ]
+    assert len(_series(text, "trunkline_pipeline_lag_origin")) == 5
+
+
+def test_prometheus_label_values_are_escaped() -> None:
+    odd = 'a\\b"c\nd'  # a backslash, a double quote and a newline
+    lag = {"pipeline": f"{odd} -> t -> w", "sink": odd, "origin": "hub"}
+    text = prometheus_text([_sample(odd, "sink", type=odd)], [lag])
+    escaped = 'a\\\\b\\"c\\nd'
+    assert (
+        f'trunkline_pipeline_lag_origin{{pipeline="{escaped} -> t -> w",sink="{escaped}",'
+        'origin="hub"} 1'
+    ) in text.splitlines()
+    assert (
+        f'trunkline_rows_per_second{{connector="{escaped}",kind="sink",type="{escaped}"}} 0'
+    ) in text.splitlines()
+    # Every line is one sample: no raw newline escaped into a label.
+    assert all(line.startswith(("#", "trunkline_")) for line in text.splitlines())
 
 
 def test_status_files_tell_live_from_gone(tmp_path: Path) -> None:
@@ -420,7 +542,25 @@ def test_runner_prepares_topics_serves_metrics_and_checks_names(tmp_path: Path) 
             with urllib.request.urlopen(runner.metrics_url, timeout=5) as response:
                 text = response.read().decode()
             assert 'trunkline_connector_up{connector="picky"' in text
+            # The sink pushes back on a new record, which waits: its lag is the sink's.
+            PickySink.refusals = 10**6
+            project.hub.produce("t", [Record(b"w")])
+            slow = (
+                'trunkline_pipeline_lag_origin{pipeline="t -> picky",sink="picky",origin="sink"} 1'
+            )
+            deadline = time.monotonic() + 15
+            while slow not in text.splitlines() and time.monotonic() < deadline:
+                time.sleep(0.1)
+                with urllib.request.urlopen(runner.metrics_url, timeout=5) as response:
+                    text = response.read().decode()
+            assert _series(text, "trunkline_pipeline_lag_origin") == [
+                'trunkline_pipeline_lag_origin{pipeline="t -> picky",sink="picky",'
+                f'origin="{origin}"}} {int(origin == "sink")}'
+                for origin in ("source", "hub", "sink", "none", "unknown")
+            ]
+            assert 'trunkline_lag_records{connector="picky",kind="sink",type="picky"} 1' in text
         finally:
+            PickySink.refusals = 0  # let it drain
             runner.shutdown()
         (status,) = read_status(tmp_path / ".trunkline" / "status")
         assert status.document["state"] == "stopped"
