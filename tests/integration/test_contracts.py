@@ -3,12 +3,14 @@ JSONDeserializer reading what the hub wrote (our registry over HTTP)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,3 +209,40 @@ def test_confluent_json_deserializer_reads_produced_values(
         values = [m.value for m in project.hub.fetch("orders", 0, 0).messages()]
     decoded = [deserializer(v, context) for v in values]
     assert decoded == [json.loads(g) for g in GOOD]
+
+
+@pytest.mark.kafka
+def test_dead_letters_on_kafka(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """The same produce path on Apache Kafka: the dead-letter topic is created once, used
+    by every later batch, and the good records land on the contracted topic."""
+    from trunkline.contracts._hub import ContractedHub, ContractedProduceResult
+
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    root = project_dir(tmp_path, "dead_letter")
+    (root / "trunkline.yaml").write_text(
+        f'hub: {{backend: kafka, bootstrap: "{kafka_bootstrap}"}}\n'
+        "meta: sqlite:///meta.db\n"
+        f"topics:\n  {topic}: {{partitions: 1, contract: contracts/orders.yaml,"
+        " on_violation: dead_letter}\n"
+    )
+    with Project.open(root) as project:
+        hub = project.hub
+        assert isinstance(hub, ContractedHub)
+        try:
+            project.apply_topics()
+            for batch in ([GOOD[0], BAD], [BAD, GOOD[1]]):
+                result = hub.produce(topic, [{"value": v.encode()} for v in batch])
+                assert isinstance(result, ContractedProduceResult)
+                assert result.dead_lettered == 1 and result.dead_letter_topic == f"{topic}.dlq"
+            letters = list(hub.fetch(f"{topic}.dlq", 0, 0, timeout=10).messages())
+            assert [m.value for m in letters] == [BAD.encode(), BAD.encode()]
+            assert dict(letters[0].headers)["trunkline.stage"] == b"contract"
+            assert hub.describe_topic(f"{topic}.dlq").config.retention_ms is None
+            good = hub.fetch(topic, 0, 0, timeout=10).messages()
+            assert [json.loads(m.value[5:]) for m in good if m.value] == [
+                json.loads(g) for g in GOOD
+            ]
+        finally:
+            for name in (topic, f"{topic}.dlq"):
+                with contextlib.suppress(Exception):  # best effort: keep the broker small
+                    hub.delete_topic(name)

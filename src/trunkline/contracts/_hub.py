@@ -83,6 +83,7 @@ class ContractedHub:
         self.inner = inner
         self.contracts = contracts
         self.backend = inner.backend
+        self._letters = DeadLetters(inner)
 
     def __getattr__(self, name: str) -> Any:
         # Backend extras (the embedded hub's path, maintain(), partition_log()...).
@@ -99,7 +100,7 @@ class ContractedHub:
         enforcement = self.contracts.enforcement(topic)
         if enforcement is None:
             return self.inner.produce(topic, records, partition=partition)
-        return _Produce(self.inner, enforcement).run(records, partition)
+        return _Produce(self.inner, enforcement, self._letters).run(records, partition)
 
     def fetch(
         self,
@@ -131,6 +132,7 @@ class ContractedHub:
         return self.inner.create_topic(name, config)
 
     def delete_topic(self, name: str) -> None:
+        self._letters.forget(name)
         self.inner.delete_topic(name)
 
     def list_topics(self) -> list[str]:
@@ -189,9 +191,10 @@ class ContractedHub:
 class _Produce:
     """One produce to a contracted topic."""
 
-    def __init__(self, hub: Hub, enforcement: Enforcement) -> None:
+    def __init__(self, hub: Hub, enforcement: Enforcement, letters: DeadLetters) -> None:
         self.hub = hub
         self.enforcement = enforcement
+        self.letters = letters
         self.topic = enforcement.topic
         self.now = time.time_ns() // 1_000_000
 
@@ -201,19 +204,24 @@ class _Produce:
         if n == 0:
             return self.hub.produce(self.topic, table, partition=partition)
         values = table.column("value").combine_chunks()
-        present = np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
-        where = np.flatnonzero(present)
-        checked = values.filter(pa.array(present)) if not present.all() else values
+        stamps = decode_timestamps(table.column("timestamp"))
+        if values.null_count:
+            present = np.asarray(values.is_valid().to_numpy(zero_copy_only=False), np.bool_)
+            where = np.flatnonzero(present)
+            checked = values.filter(pa.array(present))
+            stamps = stamps[where]
+        else:  # no tombstones: every record is checked, in place
+            where = np.arange(n)
+            checked = values
         payload, framed, ids = unframe(checked)
         if len(ids):
             self._check_ids(ids, where[framed])
-        stamps = decode_timestamps(table.column("timestamp"))
-        result = self.enforcement.validator.validate(
-            payload, timestamps=stamps[where], now_ms=self.now
-        )
-        already = np.zeros(n, dtype=np.bool_)
-        already[where[framed]] = True
-        wire = pc.if_else(pa.array(already), values, frame(values, self.enforcement.schema_id))
+        result = self.enforcement.validator.validate(payload, timestamps=stamps, now_ms=self.now)
+        wire = frame(values, self.enforcement.schema_id)
+        if len(ids):  # values already in the wire format are written as they came
+            already = np.zeros(n, dtype=np.bool_)
+            already[where[framed]] = True
+            wire = pc.if_else(pa.array(already), values, wire)
         table = table.set_column(table.column_names.index("value"), "value", wire)
         if result.ok:
             return self.hub.produce(self.topic, table, partition=partition)
@@ -274,7 +282,6 @@ class _Produce:
         partition: int | None,
     ) -> ProduceResult:
         bad = np.flatnonzero(failed)
-        good = np.flatnonzero(~failed)
         letters = table.take(pa.array(bad))
         letters = letters.set_column(
             letters.column_names.index("value"), "value", original.take(pa.array(bad))
@@ -286,15 +293,17 @@ class _Produce:
         )
         letters = letters.drop_columns(["partition"])
         target = dead_letter_topic(self.topic)
-        _ensure(self.hub, target)
-        self.hub.produce(target, letters)
+        self.letters.produce(target, letters)
         n = table.num_rows
         partitions = np.full(n, -1, dtype=np.int32)
         offsets = np.full(n, -1, dtype=np.int64)
-        if len(good):
-            written = self.hub.produce(self.topic, table.take(pa.array(good)), partition=partition)
-            partitions[good] = written.partitions.to_numpy(zero_copy_only=False)
-            offsets[good] = written.offsets.to_numpy(zero_copy_only=False)
+        if len(bad) < n:
+            # A mask keeps the good rows in one pass; the bad ones are few or none.
+            written = self.hub.produce(
+                self.topic, table.filter(pa.array(~failed)), partition=partition
+            )
+            partitions[~failed] = written.partitions.to_numpy(zero_copy_only=False)
+            offsets[~failed] = written.offsets.to_numpy(zero_copy_only=False)
         return ContractedProduceResult(
             pa.array(partitions),
             pa.array(offsets),
@@ -392,9 +401,36 @@ def append_headers(
     return pa.ListArray.from_arrays(pa.array(starts.astype(np.int32)), child, type=HEADER_TYPE)
 
 
-def _ensure(hub: Hub, topic: str) -> None:
-    try:
-        hub.describe_topic(topic)
-    except TopicNotFound:
-        with contextlib.suppress(TopicExists):
-            hub.create_topic(topic, _DLQ_CONFIG)
+class DeadLetters:
+    """Writes dead letters, creating ``<topic>.dlq`` when it does not exist.
+
+    Which dead-letter topics exist is remembered rather than asked before every batch: a
+    produce to a topic that has been deleted since fails with TopicNotFound (the embedded
+    hub checks the topic's file on every produce, Kafka's client on delivery), and then the
+    topic is created again and the produce retried once.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._known: set[str] = set()
+
+    def produce(self, topic: str, letters: pa.Table) -> ProduceResult:
+        if topic not in self._known:
+            self._ensure(topic)
+        try:
+            return self.hub.produce(topic, letters)
+        except TopicNotFound:
+            self._known.discard(topic)
+            self._ensure(topic)
+            return self.hub.produce(topic, letters)
+
+    def forget(self, topic: str) -> None:
+        self._known.discard(topic)
+
+    def _ensure(self, topic: str) -> None:
+        try:
+            self.hub.describe_topic(topic)
+        except TopicNotFound:
+            with contextlib.suppress(TopicExists):
+                self.hub.create_topic(topic, _DLQ_CONFIG)
+        self._known.add(topic)

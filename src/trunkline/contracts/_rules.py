@@ -3,8 +3,9 @@
 :func:`compile_rules` reads the properties (``required``, ``unique``, ``logicalTypeOptions``,
 ``enum``), the ``quality`` rules of both levels and the ``latency`` SLA, and returns one
 :class:`Rule` per check plus the problems found (each with its path in the document).
-:func:`evaluate` runs the rules over a batch: Arrow compute kernels for the library rules, one
-DuckDB query for every row-level SQL condition. Nothing loops over records in Python.
+:func:`evaluate` runs the rules over a batch: Arrow compute kernels for the library rules and
+for the row-level SQL conditions that translate exactly (:mod:`._conditions`), one DuckDB
+query for the other SQL conditions. Nothing loops over records in Python.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trunkline.contracts import _sla
+from trunkline.contracts._conditions import arrow_condition
 from trunkline.contracts._model import Contract, Property, QualityRule
 
 KeyPath = tuple[Any, ...]
@@ -859,6 +861,22 @@ def _freshness(rule: Rule, frame: Frame) -> Mask:
 
 
 def _sql_masks(rules: list[Rule], table: pa.Table) -> list[Mask]:
+    """Failing records of each SQL rule: Arrow kernels for the conditions that translate
+    exactly (see :mod:`trunkline.contracts._conditions`), one DuckDB query for the rest."""
+    masks: list[Mask | None] = [None] * len(rules)
+    for i, rule in enumerate(rules):
+        assert rule.expression is not None
+        condition = arrow_condition(rule.expression, table.schema)
+        if condition is not None and condition.applies(table):
+            masks[i] = _bool(pc.invert(condition.evaluate(table)))
+    rest = [i for i, mask in enumerate(masks) if mask is None]
+    if rest:
+        for i, mask in zip(rest, _duckdb_masks([rules[i] for i in rest], table), strict=True):
+            masks[i] = mask
+    return [m for m in masks if m is not None]
+
+
+def _duckdb_masks(rules: list[Rule], table: pa.Table) -> list[Mask]:
     relation = _connection().from_arrow(_sql_input(table))
     selected = [
         duckdb.SQLExpression(f"coalesce(NOT ({rule.expression}), false)").alias(f"r{i}")

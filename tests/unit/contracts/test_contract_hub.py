@@ -154,3 +154,94 @@ def test_retention_mismatch_is_a_project_problem(tmp_path: Path) -> None:
     # A topic that keeps records forever does not keep the contract's 7 days either.
     (problem,) = project_problems(load_project(make(tmp_path / "c", retention="forever")))
     assert "agrees a retention of 7d, but the topic keeps records for forever" in problem.message
+
+
+def test_dead_letters_before_good_records_and_nothing_when_they_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Project.open(make(tmp_path, "dead_letter")) as project:
+        project.apply_topics()
+        hub = project.hub
+        assert isinstance(hub, ContractedHub)
+        inner = hub.inner
+        order: list[str] = []
+        produce = inner.produce
+
+        def recording(topic: str, records: object, **kwargs: object) -> object:
+            order.append(topic)
+            return produce(topic, records, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(inner, "produce", recording)
+        hub.produce("orders", records(GOOD, BAD, {**GOOD, "order_id": "o-3"}))
+        assert order == ["orders.dlq", "orders"]
+
+        def failing(topic: str, records: object, **kwargs: object) -> object:
+            if topic == "orders.dlq":
+                raise OSError("disk on fire")
+            return produce(topic, records, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(inner, "produce", failing)
+        with pytest.raises(OSError, match="disk on fire"):
+            hub.produce("orders", records(GOOD, BAD))
+        monkeypatch.setattr(inner, "produce", produce)
+        assert len(all_values(project, "orders")) == 2
+        assert len(all_values(project, "orders.dlq")) == 1
+
+
+def test_dead_letter_topic_deleted_is_created_again(tmp_path: Path) -> None:
+    from trunkline.hub.embedded import EmbeddedHub
+
+    with Project.open(make(tmp_path, "dead_letter")) as project:
+        project.apply_topics()
+        hub = project.hub
+        assert isinstance(hub, ContractedHub) and isinstance(hub.inner, EmbeddedHub)
+        hub.produce("orders", records(BAD))
+        hub.delete_topic("orders.dlq")
+        hub.produce("orders", records(BAD))
+        assert len(all_values(project, "orders.dlq")) == 1
+        # Deleted behind this hub's back (another process): the produce finds out.
+        with EmbeddedHub(hub.inner.path) as other:
+            other.delete_topic("orders.dlq")
+        result = hub.produce("orders", records(GOOD, BAD))
+        assert isinstance(result, ContractedProduceResult) and result.dead_lettered == 1
+        assert hub.describe_topic("orders.dlq").config.retention_ms is None
+        assert len(all_values(project, "orders.dlq")) == 1
+
+
+def test_batches_with_no_and_with_only_bad_records(tmp_path: Path) -> None:
+    with Project.open(make(tmp_path, "dead_letter")) as project:
+        project.apply_topics()
+        hub = project.hub
+        result = hub.produce("orders", records(GOOD, {**GOOD, "order_id": "o-3"}))
+        assert result.partitions.null_count == 0 and min(result.offsets.to_pylist()) >= 0
+        assert "orders.dlq" not in hub.list_topics()
+        result = hub.produce("orders", records(BAD, BAD, BAD))
+        assert isinstance(result, ContractedProduceResult) and result.dead_lettered == 3
+        assert result.partitions.to_pylist() == [-1, -1, -1]
+        assert result.offsets.to_pylist() == [-1, -1, -1]
+        assert len(all_values(project, "orders")) == 2
+        assert len(all_values(project, "orders.dlq")) == 3
+
+
+def test_tombstones_framed_and_plain_values_in_one_batch(tmp_path: Path) -> None:
+    with Project.open(make(tmp_path, "dead_letter")) as project:
+        project.apply_topics()
+        hub = project.hub
+        hub.produce("orders", records(GOOD))
+        (framed,) = all_values(project, "orders")
+        other = {**GOOD, "order_id": "o-9"}
+        sent = [
+            Record(None, key=b"t"),
+            Record(json.dumps(BAD).encode(), key=b"b"),
+            Record(framed, key=b"f"),
+            Record(json.dumps(other).encode(), key=b"o"),
+        ]
+        result = hub.produce("orders", sent)
+        assert isinstance(result, ContractedProduceResult) and result.dead_lettered == 1
+        assert result.offsets.to_pylist()[1] == -1
+        assert [o >= 0 for i, o in enumerate(result.offsets.to_pylist()) if i != 1] == [True] * 3
+        stored = all_values(project, "orders")
+        assert stored.count(framed) == 2
+        assert [json.loads(v[5:]) for v in stored if v != framed] == [other]
+        (letter,) = all_values(project, "orders.dlq")
+        assert json.loads(letter) == BAD

@@ -24,7 +24,8 @@ def test_fixture_loads(orders_contract_path: Path) -> None:
     contract = load_contract(orders_contract_path)
     assert contract.label == "shop-orders@1.0.0"
     assert contract.owner == "alice"
-    assert contract.object.field("email").pii
+    email = contract.object.field("email")
+    assert email is not None and email.pii
     assert [p.name for p in contract.object.properties][:2] == ["order_id", "email"]
 
 

@@ -169,7 +169,7 @@ def test_decoding_failures() -> None:
 def test_pretty_printed_json_is_read_one_value_at_a_time() -> None:
     schema = "- {name: n, logicalType: integer, required: true}"
     values = [b'{\n  "n": 1\n}', b'{"n": 2}\n{"n": 3}', b'{"n": 4}']
-    result = check(schema, values)  # type: ignore[arg-type]
+    result = check(schema, values)
     assert result.failed.tolist() == [False, True, False]
 
 
@@ -205,3 +205,19 @@ def test_typed_table_input() -> None:
 @pytest.mark.parametrize("n", [0, 1])
 def test_small_batches(n: int) -> None:
     assert check("- {name: a}", [{"a": 1}] * n).ok
+
+
+@pytest.mark.parametrize("big", [100_000, 200_000, 400_000, 3_000_000])
+def test_a_large_value_among_small_ones(big: int) -> None:
+    # Batches are parsed in blocks of a quarter of their size (at least 256 KiB); a value
+    # too large for that must not split the batch into blocks it does not fit.
+    schema = """
+    - {name: id, logicalType: integer, required: true}
+    - {name: note, logicalType: string}
+    """
+    records: list[Any] = [{"id": i, "note": "x" * 20} for i in range(3000)]
+    records[1500] = {"id": -1, "note": "y" * big}
+    records[2999] = {"id": "not a number"}
+    result = check(schema, records)
+    assert failing(result) == {"schema": [2999]}
+    assert result.failed_count == 1
