@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from sqlalchemy.engine import make_url
 
 from trunkline.connectors import SOURCES
 from trunkline.errors import ConnectorError
@@ -305,6 +306,73 @@ def test_lost_slot_is_a_loud_error_not_a_new_snapshot(tmp_path: Path, cdc_db: st
     assert raised.value.retryable is False
     assert "remove the checkpoint" in str(raised.value)
     assert _slot(cdc_db) is None, "no new slot was created behind the user's back"
+
+
+def test_a_slot_of_the_same_name_in_another_database_is_refused_not_taken(
+    tmp_path: Path, cdc_db: str, postgres_service: str
+) -> None:
+    """Slots are per server: another project's source of the same name has the same default
+    slot name, in its own database. That slot is neither dropped nor read."""
+    with psycopg.connect(cdc_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, seq bigint, payload text)")
+    other = make_url(postgres_service).set(drivername="postgresql")
+    other_dsn = other.render_as_string(hide_password=False)
+    with psycopg.connect(other_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot('trunkline_src', 'pgoutput')")
+    try:
+        source = _cdc_source(cdc_db, ["t"])
+        with pytest.raises(ConnectorError, match="belongs to database") as raised:
+            source.open(make_context(tmp_path, "src", kind="source"), None)
+        source.close()
+        assert raised.value.retryable is False
+        assert repr(other.database) in str(raised.value)
+        assert "setting 'slot'" in str(raised.value)
+        with psycopg.connect(other_dsn) as conn:
+            kept = conn.execute(
+                "SELECT database FROM pg_replication_slots WHERE slot_name = 'trunkline_src'"
+            ).fetchone()
+        assert kept == (other.database,), "the other database's slot is still there"
+    finally:
+        with psycopg.connect(other_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot('trunkline_src')")
+
+
+def test_the_last_key_written_is_the_greatest_by_value_not_by_text(
+    tmp_path: Path, cdc_db: str
+) -> None:
+    """After a restart mid-snapshot, the rows the hub holds past the checkpoint are found by
+    their greatest key: 100000 comes after 99 (as text it would not)."""
+    from trunkline.connectors.sources._pgcatalog import describe_tables
+    from trunkline.connectors.sources._pgsegments import written_bound
+    from trunkline.hub.embedded import EmbeddedHub
+
+    with psycopg.connect(cdc_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE n (id bigint PRIMARY KEY)")
+        conn.execute("CREATE TABLE s (region text, id int, PRIMARY KEY (region, id))")
+        tables = describe_tables(conn, [("public", "n"), ("public", "s")])
+        with EmbeddedHub(tmp_path / "hub") as hub:
+            hub.create_topic("n")
+            hub.create_topic("s")
+            hub.produce("n", [{"key": b'{"id":5}', "value": b"{}"}])
+            hub.produce(
+                "n", [{"key": f'{{"id":{k}}}'.encode(), "value": b"{}"} for k in (99, 100000, 7)]
+            )
+            hub.produce(
+                "s",
+                [
+                    {"key": k.encode(), "value": b"{}"}
+                    for k in (
+                        '{"region":"eu","id":100}',
+                        '{"region":"eu","id":99}',
+                        '{"region":"ap","id":5}',
+                    )
+                ],
+            )
+            found = {t.name: t for t in tables.values()}
+            assert written_bound(conn, hub, found["n"], "n", {0: 1}) == ["100000"]
+            assert written_bound(conn, hub, found["n"], "n", {}) == ["100000"]
+            assert written_bound(conn, hub, found["n"], "n", {0: 4}) is None
+            assert written_bound(conn, hub, found["s"], "s", {}) == ["eu", "100"]
 
 
 def test_position_is_confirmed_only_after_a_checkpoint_and_heartbeats_move_idle_slots(

@@ -35,7 +35,8 @@ takes a new one (from a temporary slot, at LSN *Y*), reads the rest of the table
 and remembers per table from which key on rows were read at *Y* (after the last key already
 in the hub, see :mod:`._pgsegments`): streaming still starts at the first consistent point,
 and for those rows drops the changes that committed before *Y*, which the new snapshot
-contains. A table added to the ``tables`` of a running source is snapshotted alone the same
+contains, except those from a row's first delete on (a snapshot cannot say that a row is
+gone). A table added to the ``tables`` of a running source is snapshotted alone the same
 way, while the others keep their position.
 
 A slot that disappears (dropped, or invalidated by ``max_slot_wal_keep_size``) stops the
@@ -72,6 +73,7 @@ from trunkline.connectors.base import (
 )
 from trunkline.connectors.sources._pgcatalog import (
     Column,
+    SlotState,
     Table,
     describe_tables,
     ensure_publication,
@@ -81,7 +83,12 @@ from trunkline.connectors.sources._pgcatalog import (
 from trunkline.connectors.sources._pgconfig import PostgresCdcConfig, default_name, split_table
 from trunkline.connectors.sources._pgevents import ChangeSet, EventBuilder
 from trunkline.connectors.sources._pgoutput import Relation, format_lsn, parse_lsn
-from trunkline.connectors.sources._pgsegments import Segment, in_snapshot, written_bound
+from trunkline.connectors.sources._pgsegments import (
+    Replayed,
+    Segment,
+    in_snapshot,
+    written_bound,
+)
 from trunkline.connectors.sources._pgsnapshot import SnapshotReader, last_key
 from trunkline.connectors.sources._pgstream import HEARTBEAT_PREFIX, ChangeStream, Taken
 from trunkline.connectors.sources._pgvalues import SESSION_SETTINGS
@@ -135,6 +142,7 @@ class PostgresCdcSource(Source):
         self._retired: list[EventBuilder] = []
         self._progress: dict[str, _Progress] = {}
         self._segments: dict[str, list[Segment]] = {}
+        self._replayed: dict[str, Replayed] = {}
         self._lsn = 0  # resume position after every batch returned so far
         self._system = ""
         self._reader: SnapshotReader | None = None
@@ -225,9 +233,23 @@ class PostgresCdcSource(Source):
                 retryable=False,
             )
 
+    def _own_slot(self, conn: psycopg.Connection, found: SlotState) -> None:
+        """Refuse a slot of this name that another database or decoder uses: slots are
+        per server, and another project's source of the same name has the same default."""
+        if found.database == conn.info.dbname and found.plugin == "pgoutput":
+            return
+        raise ConnectorError(
+            f"replication slot {self.slot!r} belongs to database {found.database!r} (plugin "
+            f"{found.plugin!r}), not to this source's database {conn.info.dbname!r} with "
+            "pgoutput: another source on this server uses the name; give this one its own "
+            "with the setting 'slot'",
+            retryable=False,
+        )
+
     def _start_fresh(self, conn: psycopg.Connection) -> None:
         existing = slot_state(conn, self.slot)
         if existing is not None:
+            self._own_slot(conn, existing)
             if existing.active_pid is not None or self.config.slot is not None:
                 raise ConnectorError(
                     f"replication slot {self.slot!r} exists already, but this source has no "
@@ -288,6 +310,7 @@ class PostgresCdcSource(Source):
                 f"source-{self.name}.json, or with a PostgreSQL metadata store its row "
                 f"'source-{self.name}' of runtime_checkpoints) and run again"
             )
+        self._own_slot(conn, found)
         confirmed = parse_lsn(found.confirmed_flush) if found.confirmed_flush else 0
         if confirmed > self._lsn:
             raise SlotMissing(
@@ -310,6 +333,11 @@ class PostgresCdcSource(Source):
             for t, segments in state.get("segments", {}).items()
             if t in self._tables
         }
+        self._replayed = {
+            t: Replayed.from_json(saved_keys)
+            for t, saved_keys in state.get("replayed", {}).items()
+            if t in self._segments
+        }
         pending = [t for t, p in self._progress.items() if not p.done]
         if pending:
             replication = self._replication()
@@ -327,8 +355,9 @@ class PostgresCdcSource(Source):
                 table = self._tables[qualified]
                 topic = self.topic(table.schema, table.name)
                 hub = self._context.hub if self._context is not None else None
-                if bound is not None and topic in written and hub is not None:
-                    since = {int(p): int(o) for p, o in written[topic].items()}
+                if hub is not None:
+                    # Without saved offsets every record of the topic came after the checkpoint.
+                    since = {int(p): int(o) for p, o in written.get(topic, {}).items()}
                     bound = written_bound(conn, hub, table, topic, since) or bound
                 self._segments.setdefault(qualified, []).append((bound, point))
             self._log_info(
@@ -381,6 +410,7 @@ class PostgresCdcSource(Source):
             "position": format_lsn(self._lsn),
             "tables": {t: p.to_json() for t, p in self._progress.items()},
             "segments": {t: [list(s) for s in segs] for t, segs in self._segments.items() if segs},
+            "replayed": {t: r.to_json() for t, r in self._replayed.items() if r},
             "written": self._written(),
         }
 
@@ -592,6 +622,7 @@ class PostgresCdcSource(Source):
         ):
             # The stream has passed every snapshot taken after a restart: nothing to skip.
             self._segments = {}
+            self._replayed = {}
 
     def _skip_snapshotted(self, table: Table, changes: ChangeSet) -> ChangeSet:
         """Drop changes that a snapshot taken after a restart already holds."""
@@ -599,7 +630,8 @@ class PostgresCdcSource(Source):
         if not segments:
             return changes
         assert self._conn is not None
-        drop = in_snapshot(self._conn, table, changes, segments)
+        replayed = self._replayed.setdefault(table.qualified, Replayed())
+        drop = in_snapshot(self._conn, table, changes, segments, replayed)
         if not drop.any():
             return changes
         self._count("changes_in_snapshot", int(drop.sum()))
