@@ -6,7 +6,8 @@ as in ``trunkline.demo._data``). NaN and infinities, which JSON cannot spell, be
 
 Decoding (sinks): :func:`decode_json` turns a column of JSON values back into an Arrow table.
 The fast path joins the values with newlines (one ``binary_join`` over a list view of the
-column, no copy per row) and parses them with ``pyarrow.json`` on all cores. Only when that
+column, no copy per row) and parses them with ``pyarrow.json`` on all cores, in blocks of
+the size :func:`trunkline._json_blocks.block_size` picks for the batch. Only when that
 fails, or yields a different number of rows, does it bisect the batch to find the values
 that do not parse, so one bad record costs two parses of the batch, not one per row.
 """
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from trunkline._json_blocks import block_size
 from trunkline.connectors._sql import quote_identifier, quote_literal
 from trunkline.contracts._codec import HEADER_BYTES as WIRE_PREFIX
 from trunkline.contracts._codec import MAGIC as WIRE_MAGIC
@@ -224,11 +226,12 @@ def _parse(values: pa.BinaryArray) -> pa.Table:
     longest = int(np.max(np.diff(offsets))) if n else 0
     whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), values), b"\n")
     buffer = whole.buffers()[2] if whole[0].is_valid else pa.py_buffer(b"")
-    # Big blocks: fewer, larger chunks parse as fast and insert faster downstream.
-    block = max(4 << 20, longest + 2)
+    # Several blocks are parsed on several cores; a value longer than the shared rule allows
+    # for still gets a block that holds it, as it always did.
+    block = max(block_size(buffer.size, longest), longest + 2)
     return pj.read_json(
         pa.BufferReader(buffer),
-        read_options=pj.ReadOptions(use_threads=n > 10_000, block_size=block),
+        read_options=pj.ReadOptions(use_threads=block < buffer.size, block_size=block),
     )
 
 

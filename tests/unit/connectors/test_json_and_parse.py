@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pyarrow as pa
+import pyarrow.json as pj
 import pytest
 
 from trunkline.connectors._json import JsonEncoder, decode_json
@@ -65,6 +67,35 @@ def test_decode_large_batch_uses_the_fast_path() -> None:
     out = decode_json(values)
     assert out.table.num_rows == 20_000 and not out.bad
     assert out.table.column("i").to_pylist()[-1] == 19_999
+
+
+def test_decode_a_batch_of_a_few_mb_in_blocks_as_in_one() -> None:
+    # ~3 MB: integers that later turn decimal, a field that only shows up at the end, objects.
+    values = [
+        json.dumps({"i": i, "a": i if i < 15_000 else i + 0.5, "o": {"k": i}, "s": "x" * 100})
+        for i in range(20_000)
+    ]
+    values[-1] = json.dumps({"i": 19_999, "late": True})
+    out = decode_json(pa.array([v.encode() for v in values]))
+    whole = pj.read_json(
+        io.BytesIO("\n".join(values).encode()), read_options=pj.ReadOptions(block_size=64 << 20)
+    )
+    # Parsed in several blocks (on several cores), to the same types and values as in one.
+    assert out.table.column("i").num_chunks > 1
+    assert out.table.schema == whole.schema
+    assert out.table.to_pylist() == whole.to_pylist()
+    assert out.table.column("a").type == pa.float64() and not out.bad
+
+
+@pytest.mark.parametrize("large", [3 << 20, 17 << 20])
+def test_decode_a_batch_with_one_large_value(large: int) -> None:
+    # Larger than the 4 MiB blocks of a large batch; the second also than 16 MiB.
+    big = json.dumps({"i": 1, "s": "y" * large}).encode()
+    values = [json.dumps({"i": i, "s": "v"}).encode() for i in range(5_000)]
+    out = decode_json(pa.array([*values[:2_000], big, *values[2_000:]]))
+    assert not out.bad and out.table.num_rows == 5_001
+    assert len(out.table.column("s")[2_000].as_py()) == large
+    assert out.table.column("i").to_pylist()[1_999:2_002] == [1_999, 1, 2_000]
 
 
 FMT = CsvFormat(names=("id", "amount"))

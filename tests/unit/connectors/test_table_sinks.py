@@ -9,19 +9,25 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from trunkline.config import ProjectFileError, load_project
 from trunkline.connectors.base import ConnectorContext
 from trunkline.connectors.sinks._changes import UNAVAILABLE, read_changes
-from trunkline.connectors.sinks.duckdb import DuckDBConfig, DuckDBSink, table_name
+from trunkline.connectors.sinks.duckdb import DuckDBConfig, DuckDBSink, _in_row_groups, table_name
 from trunkline.connectors.sinks.parquet import ParquetConfig, ParquetSink, PartitionExpr
 from trunkline.errors import IncompatibleChange
-from trunkline.hub import TopicPartition
+from trunkline.hub import FetchedBatch, TopicPartition
 from trunkline.meta import MetaStore
 from trunkline.runtime._lineage import record_lineage
-from trunkline.testing.connectors import RecordingDeadLetters, fetched, make_context
+from trunkline.testing.connectors import (
+    RecordingDeadLetters,
+    RecordingMetrics,
+    fetched,
+    make_context,
+)
 
 TP = TopicPartition("t", 0)
 
@@ -57,6 +63,45 @@ def test_changes_from_debezium_envelopes() -> None:
     # is decoded on its own): its position is reported bad only if it cannot be read.
     assert [row for row, _ in changes.bad] == [3, 5]
     assert "unknown Debezium op" in changes.bad[1][1]
+
+
+def rechunked(batch: FetchedBatch, size: int, value_type: pa.DataType) -> FetchedBatch:
+    """``batch`` as a hub returns it: in several record batches (here of ``size`` rows)."""
+    records = batch.records.set_column(
+        3, pa.field("value", value_type), batch.records.column("value").cast(value_type)
+    )
+    parts = records.to_batches(max_chunksize=size)
+    return FetchedBatch(batch.topic, batch.partition, pa.Table.from_batches(parts), len(batch))
+
+
+@pytest.mark.parametrize("value_type", [pa.binary(), pa.string()])
+def test_changes_are_the_same_from_chunked_values(value_type: pa.DataType) -> None:
+    values: list[bytes | None] = [
+        *(event("r", None, {"id": i, "v": f"x{i}"}) for i in range(5)),  # cut out by text
+        event("u", {"id": 1}, {"id": 1, "v": "y"}),  # with a before image: parsed whole
+        None,
+        b'{"before":null,"after":{"id": 7, "v": "z"},"source":{},"op":"c"}',
+        event("d", {"id": 2}, None),
+        b"not json",
+    ]
+    keys: list[bytes | None] = [b'{"id": 1}'] * 6 + [b'{"id": 4}'] + [b'{"id": 7}'] * 3
+    whole = fetched("t", 0, 0, values, keys)
+    expected = read_changes(whole, "auto", ("id",))
+    for size in (1, 3, 4):
+        changes = read_changes(rechunked(whole, size, value_type), "auto", ("id",))
+        assert changes.rows.to_pylist() == expected.rows.to_pylist()
+        assert changes.bad == expected.bad == [(9, changes.bad[0][1])]
+        assert changes.envelope and changes.tombstones == expected.tombstones == 1
+
+
+def test_plain_rows_are_the_same_from_chunked_values() -> None:
+    values: list[bytes | None] = [json.dumps({"id": i, "n": i * 1.5}).encode() for i in range(9)]
+    whole = fetched("t", 0, 0, [*values, None])
+    expected = read_changes(whole)
+    changes = read_changes(rechunked(whole, 4, pa.binary()))
+    assert changes.rows.to_pylist() == expected.rows.to_pylist()
+    assert [r["id"] for r in changes.rows.to_pylist()] == list(range(9))
+    assert not changes.envelope and changes.tombstones == 1
 
 
 @pytest.fixture
@@ -200,6 +245,61 @@ def test_a_type_change_stops_the_sink(tmp_path: Path, context: ConnectorContext)
     again.open(context)
     assert again.assign([TP]) == {TP: 1}
     again.close()
+
+
+def test_append_mode_ignores_deletes_and_counts_them(
+    tmp_path: Path, context: ConnectorContext
+) -> None:
+    sink = duck(tmp_path)
+    write(
+        sink,
+        context,
+        [event("c", None, {"id": 1, "v": "a"}), event("c", None, {"id": 2, "v": "b"})],
+        [
+            event("d", {"id": 1}, None),
+            event("c", None, {"id": 3, "v": "c"}),
+            event("t", None, None),
+        ],
+    )
+    assert rows(tmp_path) == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}]
+    assert isinstance(context.metrics, RecordingMetrics)
+    assert context.metrics.counters.get("deletes_ignored") == 2
+
+
+def test_inserts_only_count_no_ignored_deletes(tmp_path: Path, context: ConnectorContext) -> None:
+    sink = duck(tmp_path)
+    write(sink, context, [b'{"id": 1}', b'{"id": 2}'])
+    assert isinstance(context.metrics, RecordingMetrics)
+    assert "deletes_ignored" not in context.metrics.counters
+
+
+def test_rows_go_to_duckdb_in_batches_of_a_row_group() -> None:
+    table = pa.table({"i": list(range(300_000))})
+    table = pa.Table.from_batches(table.to_batches(max_chunksize=29_000))
+    table = table.append_column("s", pa.array([str(i) for i in range(300_000)]))
+    out = _in_row_groups(table)
+    assert [len(b) for b in out.to_batches()] == [122_880, 122_880, 54_240]
+    assert out.equals(table)
+    small = pa.table({"i": [1, 2]})
+    assert _in_row_groups(small) is small
+
+
+def test_a_batch_of_several_row_groups_is_appended_in_order(
+    tmp_path: Path, context: ConnectorContext
+) -> None:
+    values: list[bytes | None] = [b'{"id": %d, "v": "r%d"}' % (i, i) for i in range(130_000)]
+    sink = duck(tmp_path)
+    sink.open(context)
+    sink.assign([TP])
+    sink.write_batch("t", rechunked(fetched("t", 0, 0, values), 20_000, pa.binary()))
+    sink.snapshot()
+    sink.close()
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        got = con.sql("SELECT count(*), min(id), max(id), max(v) FROM main.t").fetchone()
+        # Insertion order is kept: rowid follows the record offsets.
+        order = con.sql("SELECT bool_and(id = rowid) FROM main.t").fetchone()
+    assert got == (130_000, 0, 129_999, "r99999")
+    assert order == (True,)
 
 
 def test_odd_names_are_quoted(tmp_path: Path, context: ConnectorContext) -> None:

@@ -78,7 +78,9 @@ def read_changes(
 {'id': 1, 'a': None, '__trunkline_seq': 1, '__trunkline_op': 'd'}]
     """
     records = batch.records
-    values = records.column("value")
+    # One contiguous binary array for every step below (each would otherwise combine the
+    # fetched chunks, a copy of the whole batch, on its own).
+    values = _binary(records.column("value"))
     bad: list[tuple[int, str]] = []
     envelope = False
     parts: list[pa.Table] = []
@@ -134,21 +136,24 @@ _UPSERT_HEAD = b'{"before":null,"after":{'
 _SOURCE = b',"source":{'
 
 
-def _upserts_by_text(
-    values: pa.ChunkedArray | pa.Array,
-) -> tuple[np.ndarray, pa.Array, pa.Array] | None:
+def _binary(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """``values`` as one binary array (no copy when they are one binary chunk already)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    if not pa.types.is_binary(values.type):
+        values = values.cast(pa.binary())
+    return values
+
+
+def _upserts_by_text(values: pa.Array) -> tuple[np.ndarray, pa.Array, pa.Array] | None:
     """Debezium events without a before image (creates, snapshot reads, updates of tables
     with the default replica identity), found by their text: ``{"before":null,"after":
     {...},"source":{...},...}``. Their ``after`` object is cut out, so that only it is
     parsed: a third of an event's bytes. It ends where the last ``,"source":{`` starts (a
     quote inside a JSON string is always escaped, and what follows the envelope's source
-    holds no object). Returns their positions, their ``after`` texts, and ``values`` with
-    them taken out (null); None when there are none.
+    holds no object). ``values`` is one binary array. Returns their positions, their
+    ``after`` texts, and ``values`` with them taken out (null); None when there are none.
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not pa.types.is_binary(values.type):
-        values = values.cast(pa.binary())
     starts = pc.fill_null(pc.starts_with(values, _UPSERT_HEAD), False)
     if not pc.any(starts).as_py():
         return None
@@ -225,12 +230,18 @@ def _looks_like_envelope(table: pa.Table) -> bool:
     )
 
 
-def _flatten(table: pa.Table, name: str, rows: np.ndarray) -> pa.Table:
-    """The struct column ``name`` of ``table`` at ``rows``, as a table of its fields."""
+def _taken(table: pa.Table, name: str, rows: np.ndarray) -> pa.Array | None:
+    """The column ``name`` of ``table`` at ``rows`` (None when there is no such column)."""
     if name not in table.column_names or not len(rows):
-        return pa.table({})
-    column = table.column(name).combine_chunks().take(pa.array(rows))
-    if pa.types.is_null(column.type):
+        return None
+    column = table.column(name)
+    whole = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return whole.take(pa.array(rows))
+
+
+def _flatten(column: pa.Array | None) -> pa.Table:
+    """A struct column (from :func:`_taken`) as a table of its fields."""
+    if column is None or pa.types.is_null(column.type):
         return pa.table({})
     return pa.Table.from_batches([pa.RecordBatch.from_struct_array(column)])
 
@@ -253,13 +264,12 @@ def _from_envelopes(
     parts: list[pa.Table] = []
     upserts = where("c", "r", "u")
     if len(upserts):
-        after = _flatten(table, "after", upserts)
-        if after.num_columns == 0:
+        after_column = _taken(table, "after", upserts)
+        after = _flatten(after_column)
+        if after_column is None or after.num_columns == 0:
             bad += [(int(seq[i]), "a create/update event without 'after'") for i in upserts]
         else:
-            valid = np.asarray(
-                table.column("after").combine_chunks().take(pa.array(upserts)).is_valid()
-            )
+            valid = np.asarray(after_column.is_valid())
             bad += [
                 (int(seq[i]), f"an {op[int(i)].as_py()!r} event with a null 'after'")
                 for i in upserts[~valid]
@@ -267,10 +277,11 @@ def _from_envelopes(
             parts.append(_with(after.filter(pa.array(valid)), seq[upserts[valid]], "u"))
     deletes = where("d")
     if len(deletes):
-        before = _flatten(table, "before", deletes)
+        before_column = _taken(table, "before", deletes)
+        before = _flatten(before_column)
         has_before = (
-            np.asarray(table.column("before").combine_chunks().take(pa.array(deletes)).is_valid())
-            if before.num_columns
+            np.asarray(before_column.is_valid())
+            if before_column is not None and before.num_columns
             else np.zeros(len(deletes), dtype=bool)
         )
         if has_before.any():
