@@ -41,6 +41,27 @@ def _progress(root: Path) -> tuple[bool, int]:
     return bool(table.get("done")), int(table.get("rows", 0))
 
 
+def _kill_after_progress(
+    root: Path, rng: random.Random, rows: tuple[int, int], overshoot: float = 0.0
+) -> bool:
+    """One round: ``trunkline run`` until the checkpoint has a random number of ``rows``
+    more (or the snapshot is done, or 20 s passed), then up to ``overshoot`` seconds more,
+    then SIGKILL. Returns whether the snapshot was still going."""
+    _, before = _progress(root)
+    proc = start_run(root)
+    deadline = time.monotonic() + 20
+    target = before + rng.randint(*rows)
+    while time.monotonic() < deadline:
+        done, progressed = _progress(root)
+        if done or progressed >= target:
+            break
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0, overshoot))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return not _progress(root)[0]
+
+
 def _caught_up(root: Path, dsn: str, timeout: float) -> None:
     """Until the PostgreSQL replica equals the source table and the DuckDB sink has read
     everything (its table is compared once the run has stopped: one process per file)."""
@@ -123,22 +144,8 @@ def test_kill_9_in_the_middle_of_the_snapshot_ten_rounds(
     writer = Writer(cdc_db, "orders", keys=410_000)
     writer.start()
     rng = random.Random(11)
-    killed_in_snapshot = 0
     try:
-        for _ in range(10):
-            _, before = _progress(root)
-            proc = start_run(root)
-            deadline = time.monotonic() + 20
-            target = before + rng.randint(400, 2000)
-            while time.monotonic() < deadline:
-                done, rows = _progress(root)
-                if done or rows >= target:
-                    break
-                time.sleep(0.05)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            done, _ = _progress(root)
-            killed_in_snapshot += not done
+        killed_in_snapshot = sum(_kill_after_progress(root, rng, (400, 2000)) for _ in range(10))
         assert killed_in_snapshot >= 8, "the kills landed in the middle of the snapshot"
         _finish(root, cdc_db, writer)
     finally:
@@ -164,18 +171,7 @@ def test_kill_9_mid_snapshot_on_a_small_table_the_writer_keeps_changing(
     rng = random.Random(3)
     try:
         for _ in range(12):
-            _, before = _progress(root)
-            proc = start_run(root)
-            deadline = time.monotonic() + 20
-            target = before + rng.randint(100, 1500)
-            while time.monotonic() < deadline:
-                done, rows = _progress(root)
-                if done or rows >= target:
-                    break
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0, 0.3))  # past the checkpoint
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+            _kill_after_progress(root, rng, (100, 1500), overshoot=0.3)  # past the checkpoint
         _finish(root, cdc_db, writer)
     finally:
         writer.stop()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from trunkline.connectors.sources._pgcatalog import Column, Table
 from trunkline.connectors.sources._pgevents import ChangeSet
 from trunkline.connectors.sources._pgsegments import Replayed, _replay
 from trunkline.connectors.sources._pgtuples import Image
 from trunkline.connectors.sources._pgvalues import Kind, PgType
+from trunkline.errors import ConnectorError
 
 INT8 = PgType(20, "bigint", Kind.NUMBER)
 TEXT = PgType(25, "text", Kind.STRING)
@@ -101,3 +103,11 @@ def test_composite_keys_are_told_apart_by_every_column() -> None:
     mask = _replay(table, changes, np.array([True, True, True]), Replayed())
     # (1, eu) was deleted: its update is replayed; (1, us) is another row.
     assert [bool(v) for v in mask] == [True, True, False]
+
+
+def test_a_malformed_saved_state_is_a_clear_error() -> None:
+    for saved in ({"keys": "1"}, {"keys": [1]}, ["1"]):
+        with pytest.raises(ConnectorError, match=r"source 's', replayed\['t'\]: expected") as e:
+            Replayed.from_json(saved, "checkpoint of source 's', replayed['t']")
+        assert "found" in str(e.value)
+        assert e.value.retryable is False

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,19 +28,6 @@ from trunkline.runtime._lease import SAFE_SHARE, FileLease, StoreLease
 from trunkline.runtime._metrics import TaskMetrics
 from trunkline.runtime._source_task import SourceTask
 from trunkline.runtime._task import Supervisor, Task, TaskEnv
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/meta.db"
-    return str(request.getfixturevalue("postgres_db"))
-
-
-@pytest.fixture
-def meta(store_url: str) -> Iterator[MetaStore]:
-    with MetaStore.open(store_url) as store:
-        yield store
 
 
 def _row(meta: MetaStore, name: str) -> sa.Row[tuple[str, int, int]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,6 @@ from trunkline.meta._schema import runtime_processes
 from trunkline.project import Project
 from trunkline.runtime import Runner, RunOptions, read_status
 from trunkline.runtime._status import MIN_STALE_AFTER, StatusBoard, StoreStatusBoard
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/meta.db"
-    return str(request.getfixturevalue("postgres_db"))
-
-
-@pytest.fixture
-def meta(store_url: str) -> Iterator[MetaStore]:
-    with MetaStore.open(store_url) as store:
-        yield store
 
 
 def _document(host: str, pid: int, run_id: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:

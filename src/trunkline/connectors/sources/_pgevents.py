@@ -93,14 +93,17 @@ class ChangeSet:
             self.ts_ms[rows],
         )
 
-    def key_texts(self, positions: Sequence[int]) -> list[list[str | None]]:
-        """Per key column, each change's key as text (from ``before`` for deletes)."""
+    def key_values(self, positions: Sequence[int]) -> list[pa.Array]:
+        """Per key column, each change's key as UTF-8 text (from ``before`` for deletes)."""
         deletes = pa.array(self.op == "d")
-        out = []
-        for i in positions:
-            chosen = pc.if_else(deletes, self.before.values[i], self.after.values[i])
-            out.append([None if v is None else v.decode() for v in chosen.to_pylist()])
-        return out
+        return [pc.if_else(deletes, self.before.values[i], self.after.values[i]) for i in positions]
+
+    def key_texts(self, positions: Sequence[int]) -> list[list[str | None]]:
+        """:meth:`key_values` as Python strings (to pass to a query)."""
+        return [
+            [None if v is None else v.decode() for v in column.to_pylist()]
+            for column in self.key_values(positions)
+        ]
 
 
 class EventBuilder:

@@ -24,6 +24,8 @@ and restarts.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import psycopg
 import pyarrow as pa
@@ -33,7 +35,7 @@ from psycopg import sql
 from trunkline.connectors.sources._pgcatalog import Table
 from trunkline.connectors.sources._pgevents import ChangeSet
 from trunkline.connectors.sources._pgvalues import Kind
-from trunkline.errors import HubError
+from trunkline.errors import ConnectorError, HubError
 from trunkline.hub import Hub
 
 __all__ = ["Replayed", "Segment", "in_snapshot", "written_bound"]
@@ -61,10 +63,16 @@ class Replayed:
         return {"keys": sorted(self.keys), "all": self.everything}
 
     @classmethod
-    def from_json(cls, saved: dict[str, object]) -> Replayed:
-        keys = saved.get("keys") or []
-        assert isinstance(keys, list)
-        return cls([str(k) for k in keys], bool(saved.get("all")))
+    def from_json(cls, saved: object, where: str = "the checkpoint") -> Replayed:
+        keys = saved.get("keys", []) if isinstance(saved, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ConnectorError(
+                f"{where}: expected {{'keys': [text, ...], 'all': true|false}}, "
+                f"found {json.dumps(saved)[:200]}",
+                retryable=False,
+            )
+        assert isinstance(saved, dict)
+        return cls(keys, bool(saved.get("all")))
 
 
 def in_snapshot(
@@ -112,10 +120,10 @@ def _replay(
     if not len(rows):
         return keep
     names = [c.name for c in table.columns]
-    texts = changes.take(rows).key_texts([names.index(k) for k in table.key])
-    if not texts:  # no key: only a truncate can say a row is gone
+    values = changes.take(rows).key_values([names.index(k) for k in table.key])
+    if not values:  # no key: only a truncate can say a row is gone
         return keep
-    columns = [pc.fill_null(pa.array(t, pa.string()), "") for t in texts]
+    columns = [pc.fill_null(v.cast(pa.string()), "") for v in values]
     joined = pc.binary_join_element_wise(*columns, _SEPARATOR)
     encoded = pc.dictionary_encode(joined)
     codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)

@@ -334,7 +334,9 @@ class PostgresCdcSource(Source):
             if t in self._tables
         }
         self._replayed = {
-            t: Replayed.from_json(saved_keys)
+            t: Replayed.from_json(
+                saved_keys, f"checkpoint of source {self.name!r}, replayed[{t!r}]"
+            )
             for t, saved_keys in state.get("replayed", {}).items()
             if t in self._segments
         }
