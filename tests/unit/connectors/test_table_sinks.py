@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,30 @@ def test_toast_placeholder_keeps_the_old_value(tmp_path: Path, context: Connecto
         {"id": 2, "doc": "new", "n": 3},
         {"id": 3, "doc": None, "n": 1},
     ]
+
+
+def test_a_delete_in_a_batch_with_toast_placeholders_deletes(
+    tmp_path: Path, context: ConnectorContext
+) -> None:
+    sink = duck(tmp_path, mode="upsert", key=["id"])
+    first = [event("c", None, {"id": i, "doc": f"d{i}", "n": 1}) for i in (1, 2, 3)]
+    second = [
+        event("u", None, {"id": 1, "doc": UNAVAILABLE, "n": 2}),
+        event("d", {"id": 2}, None),
+        event("u", None, {"id": 3, "doc": "d3b", "n": 2}),
+        event("d", {"id": 3}, None),
+    ]
+    write(sink, context, first, second)
+    assert rows(tmp_path) == [{"id": 1, "doc": "d1", "n": 2}]
+
+
+def test_a_batch_of_only_a_truncate_empties_the_table(
+    tmp_path: Path, context: ConnectorContext
+) -> None:
+    sink = duck(tmp_path, mode="upsert", key=["id"])
+    write(sink, context, [event("c", None, {"id": 1, "v": "x"})], [event("t", None, None)])
+    assert rows(tmp_path) == []
+    assert not context.dead_letters.records  # type: ignore[attr-defined]
 
 
 def test_tombstones_delete_by_record_key(tmp_path: Path, context: ConnectorContext) -> None:
@@ -457,3 +482,55 @@ def test_parquet_files_are_registered_and_their_edges_left_to_the_runtime(
         assert record_lineage(context, sink.lineage()) == 1
         assert [str(e.source) for e in meta.upstream("lake.t")] == ["hub.t"]
         assert meta.get_dataset("lake", "t").description == "Parquet files of t"
+
+
+def _model_batches(seed: int) -> tuple[list[list[bytes]], dict[tuple[int, str], int]]:
+    """Random change events over a small key space (composite key), and the table they
+    leave: batches of new keys only, of updates to existing keys, of several changes to
+    one key, deletes only, and truncates, so every way the sink applies a batch is taken."""
+    rng = random.Random(seed)
+    # The first batch creates the table.
+    state: dict[tuple[int, str], int] = {(-1, "z"): 0}
+    batches = [[event("c", None, {"id": -1, "part": "z", "v": 0})]]
+    next_id = 0
+    for shape in rng.choices(["new", "update", "mixed", "deletes", "truncate"], k=12):
+        batch: list[bytes] = []
+        if shape == "new":
+            for _ in range(rng.randint(1, 30)):
+                key, next_id = (next_id, rng.choice("ab")), next_id + 1
+                state[key] = rng.randint(0, 999)
+                batch.append(event("c", None, {"id": key[0], "part": key[1], "v": state[key]}))
+        elif shape == "update" and state:
+            for key in rng.sample(sorted(state), min(len(state), rng.randint(1, 20))):
+                state[key] = rng.randint(0, 999)
+                batch.append(event("u", None, {"id": key[0], "part": key[1], "v": state[key]}))
+        elif shape in ("mixed", "deletes", "update"):
+            for _ in range(rng.randint(1, 40)):
+                key = (rng.randint(0, max(next_id, 1) + 3), rng.choice("ab"))
+                if shape == "deletes" or rng.random() < 0.3:
+                    state.pop(key, None)
+                    batch.append(event("d", {"id": key[0], "part": key[1]}, None))
+                else:
+                    state[key] = rng.randint(0, 999)
+                    batch.append(event("u", None, {"id": key[0], "part": key[1], "v": state[key]}))
+        else:
+            state.clear()
+            batch.append(event("t", None, None))
+            for _ in range(rng.randint(0, 5)):
+                key, next_id = (next_id, "a"), next_id + 1
+                state[key] = rng.randint(0, 999)
+                batch.append(event("c", None, {"id": key[0], "part": key[1], "v": state[key]}))
+        if batch:
+            batches.append(batch)
+    return batches, state
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_upserts_leave_the_table_the_changes_describe(tmp_path: Path, seed: int) -> None:
+    batches, expected = _model_batches(seed)
+    sink = duck(tmp_path, mode="upsert", key=["id", "part"])
+    write(sink, make_context(tmp_path, "wh"), *batches)
+    table = rows(tmp_path)
+    found = {(r["id"], r["part"]): r["v"] for r in table}
+    assert len(found) == len(table)  # no key twice
+    assert found == expected
