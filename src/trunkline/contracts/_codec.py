@@ -279,7 +279,7 @@ def encode(table: pa.Table, layout: Layout) -> pa.Array:
             column = f"strftime({column} AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%fZ')"
         parts.append(f"{_quote(name)} := {column}")
     if not parts:
-        return pa.array([b"{}"] * table.num_rows, pa.binary())
+        return pa.repeat(pa.scalar(b"{}", pa.binary()), table.num_rows)
     expression = duckdb.SQLExpression(f"to_json(struct_pack({', '.join(parts)}))::BLOB")
     result = _connection().from_arrow(table).select(expression.alias("v")).to_arrow_table()
     return result.column("v").combine_chunks().cast(pa.binary())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,16 @@ from trunkline.errors import InvalidContract, InvalidRecord
 #: Examples kept per rule in reports and error messages.
 EXAMPLES = 3
 _VALUE_CHARS = 40
+#: Which Arrow columns an object or array property takes (JSON decoding has the same rule).
+_NESTED: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
+    "object": (lambda t: pa.types.is_struct(t) or pa.types.is_map(t), "a struct or map"),
+    "array": (
+        lambda t: (
+            pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+        ),
+        "a list",
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,15 +161,39 @@ class ContractValidator:
         now_ms: int | None = None,
         labels: Sequence[str] | pa.Array | None = None,
     ) -> ValidationResult:
-        """Check records given as typed columns (one per property; missing ones are null)."""
+        """Check records given as typed columns (one per property; missing ones are null).
+
+        Columns are cast as :meth:`typed_columns` does; no record is a schema failure, since
+        the types are checked for the whole column at once.
+        """
+        typed = self.typed_columns(table)
+        n = typed.num_rows
+        empty = pa.array([], pa.string())
+        decoded = Decoded(typed, np.zeros(n, dtype=np.bool_), empty, empty)
+        return self._check(decoded, timestamps, now_ms, labels)
+
+    def typed_columns(self, table: pa.Table) -> pa.Table:
+        """Every property as a column of its type: given columns cast, missing ones null.
+
+        Raises:
+            InvalidRecord: a column cannot be cast to its property's type (an object or
+                array property takes only struct/map or list columns).
+        """
         n = table.num_rows
         columns = []
-        for target in self.layout.schema:
+        for target, logical in zip(self.layout.schema, self.layout.logical, strict=True):
             if target.name not in table.column_names:
                 columns.append(pa.nulls(n, target.type))
                 continue
             column = table.column(target.name)
             if pa.types.is_null(target.type) or column.type == target.type:
+                if logical in _NESTED and not (
+                    _NESTED[logical][0](column.type) or pa.types.is_null(column.type)
+                ):
+                    raise InvalidRecord(
+                        f"column {target.name!r}: expected {_NESTED[logical][1]} for the "
+                        f"contract's {logical} property, found {column.type}"
+                    )
                 columns.append(column)
                 continue
             try:
@@ -169,10 +203,7 @@ class ContractValidator:
                     f"column {target.name!r}: expected {target.type} for the contract's "
                     f"property, found {column.type} ({exc})"
                 ) from None
-        typed = pa.table(columns, names=[f.name for f in self.layout.schema])
-        empty = pa.array([], pa.string())
-        decoded = Decoded(typed, np.zeros(n, dtype=np.bool_), empty, empty)
-        return self._check(decoded, timestamps, now_ms, labels)
+        return pa.table(columns, names=[f.name for f in self.layout.schema])
 
     def _check(
         self,
