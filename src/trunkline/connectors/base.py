@@ -495,6 +495,18 @@ class Sink(ABC):
     def snapshot(self) -> dict[TopicPartition, int]:
         """Make what was written durable; the next offset per partition that now is."""
 
+    def durable(self) -> dict[TopicPartition, int] | None:
+        """What is durable already, without waiting for work in progress: the next offset per
+        partition whose records are (each reported once), or None when only
+        :meth:`snapshot` can tell (the default).
+
+        A sink that applies batches in the background implements it: the runtime then
+        fetches and prepares the next batch while the last one is applied, and commits
+        offsets as they become durable, calling :meth:`snapshot` only where it must wait
+        (partitions moving, backpressure, stopping).
+        """
+        return None
+
     def revoke(self, partitions: Collection[TopicPartition]) -> None:  # noqa: B027
         """Partitions lost to another process: forget work on them that is not durable."""
 

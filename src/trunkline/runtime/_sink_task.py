@@ -10,6 +10,9 @@ The loop, per life:
    sink's ``batch_records``, ``batch_bytes`` or ``linger`` says to write.
 3. Write each partition's buffered records with one ``write_batch``, then
    ``snapshot`` and commit the offsets it returns (write, then commit: at-least-once).
+   A sink that applies batches in the background (the DuckDB sink) is not waited for:
+   the offsets its :meth:`~trunkline.connectors.base.Sink.durable` reports are committed
+   as they come, while the next batch is fetched and decoded.
 4. On :class:`~trunkline.errors.Backpressure`, seek back to the first record not written,
    drop the buffers (memory goes back to the budget), keep the group membership alive
    without fetching, and try again after ``retry_after``.
@@ -59,6 +62,8 @@ _PROBE = 100
 _POLL = 0.1
 #: Seconds between snapshots while written records are not yet durable in the sink.
 _SNAPSHOT_EVERY = 0.5
+#: Longest wait for records while a sink applies a batch in the background.
+_DURABLE_POLL = 0.005
 
 
 class Reader(Protocol):
@@ -153,6 +158,7 @@ class SinkTask(Task):
         self._unreported: dict[TopicPartition, int] = {}
         self._next_snapshot = 0.0
         self._fetching = False
+        self._background = False
         self._transforms = Transforms(())
         self._dead_letters: HubDeadLetters | None = None
 
@@ -230,6 +236,8 @@ class SinkTask(Task):
                     self.env.budget.wait_for_room(0.2)
                 continue
             wait = linger - (now - self._oldest) if self._buffered_records else 0.5
+            if self._unreported and self._background:
+                wait = min(wait, _DURABLE_POLL)  # commit soon after the sink's worker is done
             # Fetching while records keep coming is work; waiting for them is idling.
             self.metrics.activity("busy" if self._fetching else "idle")
             batches = consumer.poll(max(0.0, min(wait, _POLL)), max_records=self._room())
@@ -244,10 +252,10 @@ class SinkTask(Task):
                 or time.monotonic() - self._oldest >= linger
             ):
                 self._flush(sink, consumer)
-            elif self._unreported and time.monotonic() >= self._next_snapshot:
-                # Written, but not durable yet in the sink's view (a file still open): ask
-                # again, even when no new records come.
-                self._snapshot_and_commit(sink, consumer, self._owned)
+            elif self._unreported and (self._background or time.monotonic() >= self._next_snapshot):
+                # Written, but not durable yet in the sink's view (a file still open, a
+                # batch still being applied): ask again, even when no new records come.
+                self._snapshot_and_commit(sink, consumer, self._owned, wait=not self._background)
             if time.monotonic() >= self._next_lag:
                 self._measure_lag()
         self.metrics.activity("idle")
@@ -348,7 +356,9 @@ class SinkTask(Task):
             self._probing = False
         if draining:
             sink.drain()
-        self._snapshot_and_commit(sink, consumer, self._owned)
+        # A sink that applies batches in the background is not waited for: the next batch
+        # is fetched and decoded while it applies this one.
+        self._snapshot_and_commit(sink, consumer, self._owned, wait=draining)
 
     def _transformed(self, topic: str, batch: FetchedBatch) -> FetchedBatch:
         """``batch`` after the sink's transforms (the same batch without any)."""
@@ -390,10 +400,14 @@ class SinkTask(Task):
         self.log.info("%s: backpressure, pausing %.1fs", self.name, exc.retry_after)
 
     def _snapshot_and_commit(
-        self, sink: Sink, consumer: Reader, owned: set[TopicPartition]
+        self, sink: Sink, consumer: Reader, owned: set[TopicPartition], *, wait: bool = True
     ) -> None:
+        """Commit what the sink says is durable: all that was written (``wait``), or what
+        already is (:meth:`~trunkline.connectors.base.Sink.durable`, when the sink can tell)."""
         started = time.perf_counter()
-        offsets = sink.snapshot()
+        durable = None if wait else sink.durable()
+        self._background = durable is not None
+        offsets = sink.snapshot() if durable is None else durable
         self._next_snapshot = time.monotonic() + _SNAPSHOT_EVERY
         for tp, offset in offsets.items():
             if self._unreported.get(tp, -1) <= offset:

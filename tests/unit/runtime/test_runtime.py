@@ -451,6 +451,89 @@ def test_backpressure_pauses_and_nothing_is_lost(env: TaskEnv, hub: EmbeddedHub)
     assert env.budget.used == 0  # everything buffered was given back
 
 
+class BackgroundSink(Sink):
+    """Applies each batch "in the background", as the DuckDB sink does: a batch becomes
+    durable only when the test releases it, and ``write_batch`` first waits for the one
+    before (one batch in flight)."""
+
+    Config: ClassVar[type[PickyConfig]] = PickyConfig
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    released = threading.Semaphore(0)
+    entered: ClassVar[list[int]] = []  # next_offset of each batch handed to write_batch
+    durable_upto: ClassVar[list[int]] = []  # next_offset of each batch made durable
+
+    def open(self, context: ConnectorContext) -> None:
+        self._pending: tuple[TopicPartition, int] | None = None
+        self._done: dict[TopicPartition, int] = {}
+        self._lock = threading.Lock()
+
+    def _finish(self, *, block: bool) -> None:
+        if self._pending is None:
+            return
+        if not BackgroundSink.released.acquire(timeout=10 if block else 0):
+            assert not block, "the test never released the batch in flight"
+            return
+        tp, offset = self._pending
+        self._pending = None
+        with self._lock:
+            self._done[tp] = offset
+        BackgroundSink.durable_upto.append(offset)
+
+    def write_batch(self, topic: str, batch: FetchedBatch) -> None:
+        BackgroundSink.entered.append(batch.next_offset)
+        self._finish(block=True)
+        self._pending = (TopicPartition(batch.topic, batch.partition), batch.next_offset)
+
+    def durable(self) -> dict[TopicPartition, int]:
+        self._finish(block=False)
+        with self._lock:
+            done, self._done = self._done, {}
+        return done
+
+    def snapshot(self) -> dict[TopicPartition, int]:
+        self._finish(block=True)
+        return self.durable()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_sink_applying_in_the_background_is_not_waited_for_per_batch(
+    env: TaskEnv, hub: EmbeddedHub
+) -> None:
+    hub.create_topic("t", TopicConfig(partitions=1))
+    for _ in range(3):
+        hub.produce("t", [Record(b"x" * 10) for _ in range(300)])
+    BackgroundSink.released = threading.Semaphore(0)
+    BackgroundSink.entered, BackgroundSink.durable_upto = [], []
+    config = PickyConfig.model_validate({"topics": ["t"], "linger": "10ms", "batch_records": 300})
+    task = SinkTask("bg", "bg", BackgroundSink, config, env, TaskMetrics("bg", "sink", "bg"))
+    committed: list[int] = []
+    released = [0]
+
+    def check() -> bool:
+        now = hub.committed("sink-bg", "t").get(0, 0)
+        durable = BackgroundSink.durable_upto
+        # Never a committed offset past what the sink has made durable.
+        assert now <= max(durable, default=0)
+        if now not in committed:
+            committed.append(now)
+        # One batch at a time, each once the one before is committed. The first is let
+        # through only once the second was handed over while the first was still being
+        # applied: a runner that waited for each batch would never get there.
+        stage = len(durable)
+        ready = len(BackgroundSink.entered) >= 2 if stage == 0 else now == durable[-1]
+        if ready and released[0] == stage < 3:
+            released[0] += 1
+            BackgroundSink.released.release()
+        return now == 900
+
+    run_until(task, check, timeout=10)
+    assert BackgroundSink.entered == [300, 600, 900]
+    assert BackgroundSink.durable_upto == [300, 600, 900]
+    assert committed == [0, 300, 600, 900]  # each committed as it became durable
+
+
 class Failing(Task):
     kind = "sink"
 

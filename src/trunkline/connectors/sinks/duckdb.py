@@ -32,6 +32,7 @@ keeps the value the row had.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -90,6 +91,7 @@ class DuckDBSink(DatabaseSink):
         self.path = Path(config.path)
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
+        self._done_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -138,13 +140,22 @@ class DuckDBSink(DatabaseSink):
         # Every batch is committed in its own transaction: once the worker is done, all
         # that was written is durable.
         self._wait()
-        done, self._done = self._done, {}
+        return self._take_done()
+
+    def durable(self) -> dict[TopicPartition, int]:
+        # The batches the worker has committed so far; the one it is applying comes later.
+        return self._take_done()
+
+    def _take_done(self) -> dict[TopicPartition, int]:
+        with self._done_lock:
+            done, self._done = self._done, {}
         return done
 
     def revoke(self, partitions: Collection[TopicPartition]) -> None:
         self._wait()
-        for tp in partitions:
-            self._done.pop(tp, None)
+        with self._done_lock:
+            for tp in partitions:
+                self._done.pop(tp, None)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -196,7 +207,8 @@ class DuckDBSink(DatabaseSink):
                 raise
         except duckdb.Error as exc:
             raise _translate(exc, f"writing {topic}[{batch.partition}] to {table}") from exc
-        self._done[TopicPartition(batch.topic, batch.partition)] = batch.next_offset
+        with self._done_lock:
+            self._done[TopicPartition(batch.topic, batch.partition)] = batch.next_offset
 
     def _wait(self) -> None:
         """Until the worker has applied the last batch; raises what that raised."""
