@@ -47,6 +47,7 @@ from trunkline.connectors.base import (
 )
 from trunkline.connectors.transforms import route_topics
 from trunkline.errors import ConfigError, MetaError, TopicExists, TopicNotFound
+from trunkline.hub import TopicConfig
 from trunkline.meta._engine import parse_url
 from trunkline.project import HUB_SYSTEM, Project
 from trunkline.runtime._backoff import Backoff
@@ -113,6 +114,8 @@ class _Planned:
     task: Task
     exclusive: bool
     topics: list[str] = field(default_factory=list)
+    #: Settings for topics it creates that trunkline.yaml does not declare (else defaults).
+    created: TopicConfig | None = None
 
 
 class Runner:
@@ -198,6 +201,7 @@ class Runner:
                     dead_letter_topic(name),
                 ]
                 exclusive = source_class.capabilities.exclusive
+                created = TopicConfig(compression=source_config.topic_compression)
             else:
                 sink_class: type[Sink] = SINKS.get(spec.type)
                 sink_config = spec.config
@@ -205,7 +209,8 @@ class Runner:
                 task = SinkTask(name, spec.type, sink_class, sink_config, env, metrics)
                 topics = [*sink_config.topics, dead_letter_topic(name), retry_topic(name)]
                 exclusive = sink_class.capabilities.exclusive
-            planned.append(_Planned(name, kind, spec.type, task, exclusive, topics))
+                created = None
+            planned.append(_Planned(name, kind, spec.type, task, exclusive, topics, created))
         for name, flow in self._flows().items():
             if not _NAME.match(name):
                 raise ConfigError(
@@ -266,17 +271,24 @@ class Runner:
         return [p.task for p in self._planned]
 
     def _prepare_topics(self) -> None:
-        """Create the topics connectors write and read (declared settings, else defaults)."""
+        """Create the topics connectors write and read: as trunkline.yaml declares them, else
+        dead-letter topics as such, a source's topics as it says (``topic_compression``),
+        others with the hub's defaults."""
         project = self.project
         existing = set(project.hub.list_topics())
+        wanted: dict[str, TopicConfig | None] = {}
         for planned in self._planned:
             for topic in planned.topics:
-                if topic in existing:
-                    continue
-                config = DLQ_CONFIG if topic.endswith(".dlq") else None
+                if topic in existing or topic in project.config.topics:
+                    wanted.setdefault(topic, None)
+                elif topic.endswith(".dlq"):
+                    wanted[topic] = DLQ_CONFIG
+                elif planned.created is not None or topic not in wanted:
+                    wanted[topic] = planned.created
+        for topic, config in wanted.items():
+            if topic not in existing:
                 with contextlib.suppress(TopicExists):
                     project.create_topic(topic, config)
-                existing.add(topic)
         with contextlib.suppress(TopicNotFound):
             project.sync_catalog()
 

@@ -32,7 +32,14 @@ from trunkline.errors import (
     IncompatibleChange,
     InvalidRecord,
 )
-from trunkline.hub import CleanupPolicy, FetchedBatch, Record, TopicConfig, TopicPartition
+from trunkline.hub import (
+    CleanupPolicy,
+    Compression,
+    FetchedBatch,
+    Record,
+    TopicConfig,
+    TopicPartition,
+)
 from trunkline.hub.embedded import EmbeddedHub
 from trunkline.project import Project
 from trunkline.runtime import Runner, RunOptions, read_dead_letters, read_status, replay
@@ -648,6 +655,30 @@ def test_runner_prepares_topics_serves_metrics_and_checks_names(tmp_path: Path) 
         (status,) = read_status(tmp_path / ".trunkline" / "status")
         assert status.document["state"] == "stopped"
         assert status.tasks[0]["name"] == "picky"
+
+
+@pytest.mark.usefixtures("picky_registered")
+def test_topics_a_source_creates_are_compressed_as_it_says(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "trunkline.yaml").write_text(
+        "topics:\n  declared: {compression: zstd}\n"
+        # The sink names the source's topic first: the source still says how it is made.
+        "sinks:\n  picky: {type: picky, topics: [plain, loud]}\n"
+        "sources:\n"
+        "  a: {type: files, path: in, glob: '*.csv', topic: plain}\n"
+        "  b: {type: files, path: in, glob: '*.json', topic: loud, topic_compression: none}\n"
+        "  c: {type: files, path: in, glob: '*.parquet', topic: declared}\n"
+    )
+    with Project.open(tmp_path) as project:
+        runner = Runner(project, RunOptions())
+        runner.start()
+        runner.shutdown()
+        hub = project.hub
+        compression = {t: hub.describe_topic(t).config.compression for t in hub.list_topics()}
+    assert compression["plain"] == Compression.LZ4  # a source's default
+    assert compression["loud"] == Compression.NONE
+    assert compression["declared"] == Compression.ZSTD  # trunkline.yaml decides
+    assert compression["a.dlq"] == compression["picky.retry"] == Compression.NONE
 
 
 def test_replayed_dead_letters_reach_the_sink_under_their_topic(
