@@ -94,7 +94,14 @@ def perf_cdc(
     ] = None,
     rows: Annotated[int, typer.Option(min=1000, help="Rows of the snapshot table.")] = 1_000_000,
     stream_rows: Annotated[int, typer.Option(min=1000, help="Changes to stream.")] = 1_000_000,
-    repeats: Annotated[int, typer.Option(min=1, help="Snapshot runs per figure (median).")] = 3,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Runs per figure (median): the snapshot; trunkline and dlt end to end, "
+            "alternately.",
+        ),
+    ] = 3,
     latency_seconds: Annotated[
         float, typer.Option(min=1, help="How long to write at 1,000 rows/s.")
     ] = 10.0,
