@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,28 @@ def test_a_type_change_stops_the_sink(tmp_path: Path, context: ConnectorContext)
     again.open(context)
     assert again.assign([TP]) == {TP: 1}
     again.close()
+
+
+def test_durable_reports_applied_batches_and_raises_what_a_failed_one_raised(
+    tmp_path: Path, context: ConnectorContext
+) -> None:
+    # The runtime asks durable() instead of waiting on snapshot(); a batch that failed in
+    # the background must not leave the sink looking merely slow.
+    sink = duck(tmp_path)
+    sink.open(context)
+    sink.assign([TP])
+    sink.write_batch("t", fetched("t", 0, 0, [b'{"id": 1, "n": 1}']))
+    deadline = time.monotonic() + 10
+    seen: dict[TopicPartition, int] = {}
+    while not seen and time.monotonic() < deadline:
+        seen = sink.durable()
+    assert seen == {TP: 1}
+    assert sink.durable() == {}  # each reported once
+    sink.write_batch("t", fetched("t", 0, 1, [b'{"id": 2, "n": "two"}']))
+    with pytest.raises(IncompatibleChange, match="column 'n' of table 't' is BIGINT"):
+        while time.monotonic() < deadline:
+            assert sink.durable() == {}
+    sink.close()
 
 
 def test_append_mode_ignores_deletes_and_counts_them(

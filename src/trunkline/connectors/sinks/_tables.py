@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Literal, Self
+import threading
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -16,6 +18,7 @@ from trunkline.connectors.base import (
     settings_error,
 )
 from trunkline.connectors.sinks._changes import ValueFormat
+from trunkline.errors import ConnectorError
 from trunkline.hub import FetchedBatch, TopicPartition
 from trunkline.meta import Column
 
@@ -106,9 +109,18 @@ class DatabaseSinkSettings(TableSinkSettings):
 
 class DatabaseSink(Sink):
     """What the sinks writing into a database's tables (``duckdb``, ``postgres``) share:
-    the tables' columns as last seen, offsets written so far, dead letters, counters, and
-    the catalog entries of their tables (the runtime records the edges :meth:`lineage`
-    names)."""
+    the tables' columns as last seen, offsets written so far, dead letters, counters, the
+    catalog entries of their tables (the runtime records the edges :meth:`lineage` names),
+    and applying batches in the background.
+
+    A batch is decoded in :meth:`write_batch` (the caller's thread) and applied, in one
+    transaction with its offsets, by a worker thread (:meth:`_submit`), one batch in flight:
+    while the database applies batch N the runtime fetches and decodes batch N+1.
+    :meth:`durable` reports the batches applied so far without waiting; :meth:`snapshot`
+    waits for the one in flight. An error of a batch surfaces at the next call that waits
+    (``write_batch``, ``snapshot``, ``durable`` once it is known); the runtime then restarts
+    the sink, which resumes from the offsets stored in its target.
+    """
 
     config: DatabaseSinkSettings
 
@@ -119,7 +131,63 @@ class DatabaseSink(Sink):
         self._columns: dict[str, dict[str, str]] = {}
         #: The next offset of each partition written (and committed with the data).
         self._done: dict[TopicPartition, int] = {}
+        self._done_lock = threading.Lock()
         self._linked: set[str] = set()
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+
+    # -- applying in the background -----------------------------------------------------
+
+    def _start_worker(self) -> None:
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.name}-apply")
+
+    def _stop_worker(self) -> None:
+        """Let the batch in flight finish; work not snapshotted may be dropped."""
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            worker.shutdown(wait=True, cancel_futures=True)
+        self._pending = None
+
+    def _submit(self, apply: Callable[..., None], *args: Any) -> None:
+        """Run ``apply(*args)`` in the worker once the batch before it is applied; raises
+        what that one raised. ``apply`` calls :meth:`_applied` when its transaction is in."""
+        self._wait()
+        if self._worker is None:
+            raise ConnectorError(f"the sink {self.name!r} is not open", retryable=True)
+        self._pending = self._worker.submit(apply, *args)
+
+    def _wait(self) -> None:
+        """Until the batch in flight is applied; raises what applying it raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _applied(self, tp: TopicPartition, next_offset: int) -> None:
+        with self._done_lock:
+            self._done[tp] = next_offset
+
+    def _take_done(self) -> dict[TopicPartition, int]:
+        with self._done_lock:
+            done, self._done = self._done, {}
+        return done
+
+    def snapshot(self) -> dict[TopicPartition, int]:
+        # Every batch is applied in its own transaction: once the one in flight is in, all
+        # that was written is durable.
+        self._wait()
+        return self._take_done()
+
+    def durable(self) -> dict[TopicPartition, int]:
+        pending = self._pending
+        if pending is not None and pending.done():
+            self._wait()  # its error, if it failed
+        return self._take_done()
+
+    def revoke(self, partitions: Collection[TopicPartition]) -> None:
+        self._wait()
+        with self._done_lock:
+            for tp in partitions:
+                self._done.pop(tp, None)
 
     def _dead_letter(self, batch: FetchedBatch, topic: str, bad: list[tuple[int, str]]) -> None:
         assert self._context is not None

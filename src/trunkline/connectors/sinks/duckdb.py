@@ -32,9 +32,7 @@ keeps the value the row had.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Collection, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
@@ -89,9 +87,6 @@ class DuckDBSink(DatabaseSink):
         super().__init__(name, config)
         self._con: duckdb.DuckDBPyConnection | None = None
         self.path = Path(config.path)
-        self._worker: ThreadPoolExecutor | None = None
-        self._pending: Future[None] | None = None
-        self._done_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -99,7 +94,7 @@ class DuckDBSink(DatabaseSink):
         self._context = context
         self.path = context.path(self.config.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"duckdb-{self.name}")
+        self._start_worker()
         try:
             self._con = duckdb.connect(str(self.path))
             con = self._con
@@ -115,11 +110,7 @@ class DuckDBSink(DatabaseSink):
         context.register_system("duckdb", str(self.path))
 
     def close(self) -> None:
-        if self._worker is not None:
-            worker, self._worker = self._worker, None
-            # Work not snapshotted may be dropped; what the worker is doing is finished.
-            worker.shutdown(wait=True, cancel_futures=True)
-        self._pending = None
+        self._stop_worker()
         if self._con is not None:
             con, self._con = self._con, None
             with contextlib.suppress(duckdb.Error):
@@ -135,27 +126,6 @@ class DuckDBSink(DatabaseSink):
         ).fetchall()
         stored = {TopicPartition(t, int(p)): int(o) for t, p, o in rows}
         return {tp: stored[tp] for tp in partitions if tp in stored}
-
-    def snapshot(self) -> dict[TopicPartition, int]:
-        # Every batch is committed in its own transaction: once the worker is done, all
-        # that was written is durable.
-        self._wait()
-        return self._take_done()
-
-    def durable(self) -> dict[TopicPartition, int]:
-        # The batches the worker has committed so far; the one it is applying comes later.
-        return self._take_done()
-
-    def _take_done(self) -> dict[TopicPartition, int]:
-        with self._done_lock:
-            done, self._done = self._done, {}
-        return done
-
-    def revoke(self, partitions: Collection[TopicPartition]) -> None:
-        self._wait()
-        with self._done_lock:
-            for tp in partitions:
-                self._done.pop(tp, None)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -178,9 +148,7 @@ class DuckDBSink(DatabaseSink):
                 rows = rows.filter(inserts)
                 self._count("deletes_ignored", skipped - rows.num_rows)
         rows = _in_row_groups(rows)
-        self._wait()
-        assert self._worker is not None
-        self._pending = self._worker.submit(self._commit, topic, batch, rows, list(changes.bad))
+        self._submit(self._commit, topic, batch, rows, list(changes.bad))
 
     def _commit(
         self, topic: str, batch: FetchedBatch, rows: pa.Table, bad: list[tuple[int, str]]
@@ -207,14 +175,7 @@ class DuckDBSink(DatabaseSink):
                 raise
         except duckdb.Error as exc:
             raise _translate(exc, f"writing {topic}[{batch.partition}] to {table}") from exc
-        with self._done_lock:
-            self._done[TopicPartition(batch.topic, batch.partition)] = batch.next_offset
-
-    def _wait(self) -> None:
-        """Until the worker has applied the last batch; raises what that raised."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        self._applied(TopicPartition(batch.topic, batch.partition), batch.next_offset)
 
     def _apply(
         self,

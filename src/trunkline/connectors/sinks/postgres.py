@@ -13,7 +13,9 @@ Example ``trunkline.yaml`` entry::
 
 Each batch is one transaction: the rows, and the offsets they came from (table
 ``_trunkline_offsets`` of ``db_schema``); after a restart the sink resumes from those
-offsets, so no record is applied twice and none is skipped.
+offsets, so no record is applied twice and none is skipped. A worker thread runs batch N's
+transaction while :meth:`PostgresSink.write_batch` decodes batch N+1, so PostgreSQL and the
+decoding work at the same time (see :class:`~trunkline.connectors.sinks._tables.DatabaseSink`).
 
 Rows reach PostgreSQL by ``COPY ... FROM STDIN`` (CSV written by Arrow, not row by row).
 Append mode copies straight into the table. Upsert mode copies into a staging table (a
@@ -104,6 +106,7 @@ class PostgresSink(DatabaseSink):
 
     def open(self, context: ConnectorContext) -> None:
         self._context = context
+        self._start_worker()
         try:
             self._conn = psycopg.connect(
                 self.config.dsn.get_secret_value(),
@@ -129,6 +132,7 @@ class PostgresSink(DatabaseSink):
         context.register_system("postgres", f"postgresql://{info.host}:{info.port}/{info.dbname}")
 
     def close(self) -> None:
+        self._stop_worker()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(psycopg.Error):
@@ -145,6 +149,7 @@ class PostgresSink(DatabaseSink):
         return sql.Identifier(self.config.db_schema, OFFSETS_TABLE)
 
     def assign(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
+        self._wait()
         try:
             rows = (
                 self._connection()
@@ -161,19 +166,10 @@ class PostgresSink(DatabaseSink):
         stored = {TopicPartition(t, int(p)): int(o) for t, p, o in rows}
         return {tp: stored[tp] for tp in partitions if tp in stored}
 
-    def snapshot(self) -> dict[TopicPartition, int]:
-        # Every batch commits in its own transaction: what was written is durable.
-        done, self._done = self._done, {}
-        return done
-
-    def revoke(self, partitions: Collection[TopicPartition]) -> None:
-        for tp in partitions:
-            self._done.pop(tp, None)
-
     # -- writing ----------------------------------------------------------------------
 
     def write_batch(self, topic: str, batch: FetchedBatch) -> None:
-        conn = self._connection()
+        self._connection()
         upsert = self.config.mode == "upsert"
         changes = read_changes(batch, self.config.format, self.config.key if upsert else ())
         rows = changes.rows
@@ -181,7 +177,14 @@ class PostgresSink(DatabaseSink):
             kept = rows.filter(pc.equal(rows.column(OP), "u"))
             self._count("deletes_ignored", rows.num_rows - kept.num_rows)
             rows = kept
-        bad = list(changes.bad)
+        self._submit(self._commit, topic, batch, rows, list(changes.bad))
+
+    def _commit(
+        self, topic: str, batch: FetchedBatch, rows: pa.Table, bad: list[tuple[int, str]]
+    ) -> None:
+        """One transaction: the rows, their dead letters, and the offset after them."""
+        conn = self._connection()
+        upsert = self.config.mode == "upsert"
         table = self.config.table_for(topic)
         try:
             with conn.transaction():
@@ -200,7 +203,7 @@ class PostgresSink(DatabaseSink):
         except psycopg.Error as exc:
             self._columns.pop(table, None)  # what the table looks like is known again after
             raise _translate(exc, f"writing {topic}[{batch.partition}] to {table}") from exc
-        self._done[TopicPartition(batch.topic, batch.partition)] = batch.next_offset
+        self._applied(TopicPartition(batch.topic, batch.partition), batch.next_offset)
 
     def _apply(
         self, conn: psycopg.Connection, topic: str, table: str, rows: pa.Table, upsert: bool
