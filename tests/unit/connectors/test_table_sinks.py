@@ -288,6 +288,8 @@ def test_durable_reports_applied_batches_and_raises_what_a_failed_one_raised(
         seen = sink.durable()
     assert seen == {TP: 1}
     assert sink.durable() == {}  # each reported once
+    # The batch's transaction (which stores its offsets) is the checkpoint status shows.
+    assert context.metrics.gauges["checkpoint_seconds"] > 0  # type: ignore[attr-defined]
     sink.write_batch("t", fetched("t", 0, 1, [b'{"id": 2, "n": "two"}']))
     with pytest.raises(IncompatibleChange, match="column 'n' of table 't' is BIGINT"):
         while time.monotonic() < deadline:

@@ -32,6 +32,7 @@ keeps the value the row had.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -157,6 +158,7 @@ class DuckDBSink(DatabaseSink):
         con = self._connection()
         upsert = self.config.mode == "upsert"
         table = self.config.table_for(topic)
+        started = time.perf_counter()
         try:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -175,7 +177,8 @@ class DuckDBSink(DatabaseSink):
                 raise
         except duckdb.Error as exc:
             raise _translate(exc, f"writing {topic}[{batch.partition}] to {table}") from exc
-        self._applied(TopicPartition(batch.topic, batch.partition), batch.next_offset)
+        elapsed = time.perf_counter() - started
+        self._applied(TopicPartition(batch.topic, batch.partition), batch.next_offset, elapsed)
 
     def _apply(
         self,

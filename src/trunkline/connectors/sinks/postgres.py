@@ -37,6 +37,7 @@ quoted with psycopg's :mod:`psycopg.sql`.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Collection
 from typing import Any, ClassVar
 
@@ -186,6 +187,7 @@ class PostgresSink(DatabaseSink):
         conn = self._connection()
         upsert = self.config.mode == "upsert"
         table = self.config.table_for(topic)
+        started = time.perf_counter()
         try:
             with conn.transaction():
                 if rows.num_rows:
@@ -203,7 +205,8 @@ class PostgresSink(DatabaseSink):
         except psycopg.Error as exc:
             self._columns.pop(table, None)  # what the table looks like is known again after
             raise _translate(exc, f"writing {topic}[{batch.partition}] to {table}") from exc
-        self._applied(TopicPartition(batch.topic, batch.partition), batch.next_offset)
+        elapsed = time.perf_counter() - started
+        self._applied(TopicPartition(batch.topic, batch.partition), batch.next_offset, elapsed)
 
     def _apply(
         self, conn: psycopg.Connection, topic: str, table: str, rows: pa.Table, upsert: bool
