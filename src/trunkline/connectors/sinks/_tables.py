@@ -8,6 +8,8 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, Self
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from trunkline.connectors.base import (
@@ -17,7 +19,7 @@ from trunkline.connectors.base import (
     SinkSettings,
     settings_error,
 )
-from trunkline.connectors.sinks._changes import ValueFormat
+from trunkline.connectors.sinks._changes import OP, ValueFormat, read_changes
 from trunkline.errors import ConnectorError
 from trunkline.hub import FetchedBatch, TopicPartition
 from trunkline.meta import Column
@@ -135,6 +137,22 @@ class DatabaseSink(Sink):
         self._linked: set[str] = set()
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
+
+    def _changes(self, batch: FetchedBatch) -> tuple[pa.Table, list[tuple[int, str]]]:
+        """The batch's changes (:func:`~trunkline.connectors.sinks._changes.read_changes`)
+        and the records that could not be read; in append mode deletes are counted and left
+        out."""
+        upsert = self.config.mode == "upsert"
+        changes = read_changes(batch, self.config.format, self.config.key if upsert else ())
+        rows = changes.rows
+        if not upsert and rows.num_rows:
+            inserts = pc.equal(rows.column(OP), "u")
+            # Only inserts (the usual case) need no filter, which would copy every column.
+            if not pc.all(inserts).as_py():
+                kept = rows.filter(inserts)
+                self._count("deletes_ignored", rows.num_rows - kept.num_rows)
+                rows = kept
+        return rows, list(changes.bad)
 
     # -- applying in the background -----------------------------------------------------
 

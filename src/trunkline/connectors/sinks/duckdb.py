@@ -44,7 +44,7 @@ from pydantic import Field
 
 from trunkline.connectors._sql import qualified, quote_identifier, quote_literal
 from trunkline.connectors.base import Capabilities, ConnectorContext
-from trunkline.connectors.sinks._changes import OP, SEQ, UNAVAILABLE, read_changes
+from trunkline.connectors.sinks._changes import OP, SEQ, UNAVAILABLE
 from trunkline.connectors.sinks._tables import DatabaseSink, DatabaseSinkSettings, table_name
 from trunkline.errors import ConnectorError, IncompatibleChange, TargetUnavailable
 from trunkline.hub import FetchedBatch, TopicPartition
@@ -137,19 +137,9 @@ class DuckDBSink(DatabaseSink):
 
     def write_batch(self, topic: str, batch: FetchedBatch) -> None:
         self._connection()
-        upsert = self.config.mode == "upsert"
         # Decoding happens here while the worker still applies the previous batch.
-        changes = read_changes(batch, self.config.format, self.config.key if upsert else ())
-        rows = changes.rows
-        if not upsert and rows.num_rows:
-            inserts = pc.equal(rows.column(OP), "u")
-            # Only inserts (the usual case) need no filter, which would copy every column.
-            if not pc.all(inserts).as_py():
-                skipped = rows.num_rows
-                rows = rows.filter(inserts)
-                self._count("deletes_ignored", skipped - rows.num_rows)
-        rows = _in_row_groups(rows)
-        self._submit(self._commit, topic, batch, rows, list(changes.bad))
+        rows, bad = self._changes(batch)
+        self._submit(self._commit, topic, batch, _in_row_groups(rows), bad)
 
     def _commit(
         self, topic: str, batch: FetchedBatch, rows: pa.Table, bad: list[tuple[int, str]]

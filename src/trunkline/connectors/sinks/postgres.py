@@ -51,7 +51,7 @@ from pydantic import Field, SecretStr
 
 from trunkline.config import Duration
 from trunkline.connectors.base import Capabilities, ConnectorContext
-from trunkline.connectors.sinks._changes import OP, SEQ, collapse, read_changes
+from trunkline.connectors.sinks._changes import OP, SEQ, collapse
 from trunkline.connectors.sinks._pgtypes import (
     Fit,
     column_type,
@@ -171,14 +171,9 @@ class PostgresSink(DatabaseSink):
 
     def write_batch(self, topic: str, batch: FetchedBatch) -> None:
         self._connection()
-        upsert = self.config.mode == "upsert"
-        changes = read_changes(batch, self.config.format, self.config.key if upsert else ())
-        rows = changes.rows
-        if not upsert and rows.num_rows:
-            kept = rows.filter(pc.equal(rows.column(OP), "u"))
-            self._count("deletes_ignored", rows.num_rows - kept.num_rows)
-            rows = kept
-        self._submit(self._commit, topic, batch, rows, list(changes.bad))
+        # Decoding happens here while the worker still applies the previous batch.
+        rows, bad = self._changes(batch)
+        self._submit(self._commit, topic, batch, rows, bad)
 
     def _commit(
         self, topic: str, batch: FetchedBatch, rows: pa.Table, bad: list[tuple[int, str]]
