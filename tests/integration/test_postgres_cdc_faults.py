@@ -129,18 +129,34 @@ def _events(root: Path, ids: set[int]) -> list[tuple[str, int, int | None]]:
     return found
 
 
+def _orders_project(
+    tmp_path: Path,
+    dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: int,
+    *,
+    payload: str = "'start'",
+    chunk: int = 1000,
+) -> Path:
+    """The ``orders`` table with keys 0 .. rows - 1 (``payload``: an SQL expression of
+    ``g``), and a project copying it through the hub into the sinks."""
+    sql = psycopg.sql
+    fill = sql.SQL("INSERT INTO orders SELECT g, 0, {} FROM generate_series(0, {}) g")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(TABLE)
+        conn.execute(fill.format(sql.SQL(payload), sql.Literal(rows - 1)))
+    monkeypatch.setenv("SHOP_DSN", dsn)
+    return write_project(tmp_path / "p", pipeline(["public.orders"], chunk=chunk))
+
+
 def test_kill_9_in_the_middle_of_the_snapshot_ten_rounds(
     tmp_path: Path, cdc_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with psycopg.connect(cdc_db, autocommit=True) as conn:
-        conn.execute(TABLE)
-        conn.execute(
-            # Large enough that ten short runs cannot finish it, however far each one gets
-            # past the checkpoint it was killed after.
-            "INSERT INTO orders SELECT g, 0, md5(g::text) FROM generate_series(0, 399999) g"
-        )
-    monkeypatch.setenv("SHOP_DSN", cdc_db)
-    root = write_project(tmp_path / "p", pipeline(["public.orders"], chunk=200))
+    # Large enough that ten short runs cannot finish it, however far each one gets past the
+    # checkpoint it was killed after.
+    root = _orders_project(
+        tmp_path, cdc_db, monkeypatch, 400_000, payload="md5(g::text)", chunk=200
+    )
     writer = Writer(cdc_db, "orders", keys=410_000)
     writer.start()
     rng = random.Random(11)
@@ -159,13 +175,7 @@ def test_kill_9_mid_snapshot_on_a_small_table_the_writer_keeps_changing(
     before the writer is done with them, each round reads past its checkpoint, and the last
     rounds land after the snapshot, while streaming. (Before the fixes of the restart path,
     3 runs in 8 lost updates or kept deleted rows.)"""
-    with psycopg.connect(cdc_db, autocommit=True) as conn:
-        conn.execute(TABLE)
-        conn.execute(
-            "INSERT INTO orders SELECT g, 0, md5(g::text) FROM generate_series(0, 59999) g"
-        )
-    monkeypatch.setenv("SHOP_DSN", cdc_db)
-    root = write_project(tmp_path / "p", pipeline(["public.orders"], chunk=100))
+    root = _orders_project(tmp_path, cdc_db, monkeypatch, 60_000, payload="md5(g::text)", chunk=100)
     writer = Writer(cdc_db, "orders", keys=61_000, seed=3)
     writer.start()
     rng = random.Random(3)
@@ -180,11 +190,7 @@ def test_kill_9_mid_snapshot_on_a_small_table_the_writer_keeps_changing(
 def test_kill_9_while_streaming_ten_rounds(
     tmp_path: Path, cdc_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with psycopg.connect(cdc_db, autocommit=True) as conn:
-        conn.execute(TABLE)
-        conn.execute("INSERT INTO orders SELECT g, 0, 'start' FROM generate_series(0, 999) g")
-    monkeypatch.setenv("SHOP_DSN", cdc_db)
-    root = write_project(tmp_path / "p", pipeline(["public.orders"]))
+    root = _orders_project(tmp_path, cdc_db, monkeypatch, 1000)
     writer = Writer(cdc_db, "orders", keys=1500)
     writer.start()
     rng = random.Random(5)
@@ -213,12 +219,8 @@ def test_changes_before_a_new_snapshot_reach_the_sinks_when_the_hub_had_the_rows
     the rest is read from a new snapshot. The rows the hub has past the checkpoint keep every
     change made since (they are not written again); a row deleted meanwhile is absent from
     the new snapshot, which cannot say so, and its delete must still reach the sinks."""
-    with psycopg.connect(cdc_db, autocommit=True) as conn:
-        conn.execute(TABLE)
-        # Keys past 999, so that ordering them as text instead of numbers would show.
-        conn.execute("INSERT INTO orders SELECT g, 0, 'start' FROM generate_series(0, 1199) g")
-    monkeypatch.setenv("SHOP_DSN", cdc_db)
-    root = write_project(tmp_path / "p", pipeline(["public.orders"], chunk=100))
+    # Keys past 999, so that ordering them as text instead of numbers would show.
+    root = _orders_project(tmp_path, cdc_db, monkeypatch, 1200, chunk=100)
     proc = start_run(root)
     try:
         _caught_up(root, cdc_db, 120)
@@ -308,11 +310,7 @@ def test_postgres_restart_mid_stream_is_survived(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dsn, state = private_postgres
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(TABLE)
-        conn.execute("INSERT INTO orders SELECT g, 0, 'start' FROM generate_series(0, 999) g")
-    monkeypatch.setenv("SHOP_DSN", dsn)
-    root = write_project(tmp_path / "p", pipeline(["public.orders"]))
+    root = _orders_project(tmp_path, dsn, monkeypatch, 1000)
     writer = Writer(dsn, "orders", keys=1500)
     writer.start()
     proc = start_run(root)

@@ -193,3 +193,11 @@ def test_connector_settings_are_explained() -> None:
     rows = {row.key: row for row in explain(FakeCdc.Config)}
     assert rows["batch_size"][1:] == ("integer", "1000", "Rows per batch.")
     assert rows["tables"].default == "required"
+
+
+def test_an_unknown_topic_compression_is_placed_and_lists_the_choices(problems: Problems) -> None:
+    text = "sources:\n  a: {type: files, path: in, topic: t, topic_compression: gzip}\n"
+    assert problems(text) == [
+        "expected 'none', 'lz4' or 'zstd' for 'topic_compression', found 'gzip' at "
+        "trunkline.yaml:2:59"
+    ]

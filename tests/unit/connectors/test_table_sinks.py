@@ -118,9 +118,9 @@ def duck(tmp_path: Path, **settings: Any) -> DuckDBSink:
     return DuckDBSink("wh", config)
 
 
-def rows(tmp_path: Path, table: str = "t") -> list[dict[str, Any]]:
+def rows(tmp_path: Path, table: str = "t", schema: str = "main") -> list[dict[str, Any]]:
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
-        query = f"SELECT * FROM main.{table} ORDER BY 1"
+        query = f"SELECT * FROM {schema}.{table} ORDER BY 1"
         return con.sql(query).to_arrow_table().to_pylist()
 
 
@@ -271,6 +271,24 @@ def test_a_type_change_stops_the_sink(tmp_path: Path, context: ConnectorContext)
     again.open(context)
     assert again.assign([TP]) == {TP: 1}
     again.close()
+
+
+def test_small_upsert_batches_into_a_large_table_replace_rows(
+    tmp_path: Path, context: ConnectorContext
+) -> None:
+    # A table 100x the batch is not scanned for the batch's keys (INSERT OR REPLACE at
+    # once); a batch of new keys into a small table takes the plain INSERT.
+    sink = duck(tmp_path, mode="upsert", key=["id"], db_schema="wh")
+    first = [event("c", None, {"id": i, "v": "a"}) for i in range(500)]
+    later = [
+        [event("u", None, {"id": 7, "v": "b"})],
+        [event("c", None, {"id": 900, "v": "new"}), event("u", None, {"id": 8, "v": "c"})],
+        [event("d", {"id": 9}, None), event("c", None, {"id": 9, "v": "again"})],
+    ]
+    write(sink, context, first, *later)
+    table = {r["id"]: r["v"] for r in rows(tmp_path, "t", schema="wh")}
+    assert len(table) == 501
+    assert (table[7], table[8], table[9], table[900], table[10]) == ("b", "c", "again", "new", "a")
 
 
 def test_durable_reports_applied_batches_and_raises_what_a_failed_one_raised(
