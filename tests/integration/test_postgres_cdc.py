@@ -233,7 +233,7 @@ def test_replica_identity_full_gives_before_images(tmp_path: Path, cdc_db: str) 
             table = batch.topic.rsplit(".", 1)[1]
             for key, value in zip(
                 batch.records.column("key").to_pylist(),
-                batch.records.column("value").to_pylist(),
+                batch.values().to_pylist(),
                 strict=True,
             ):
                 event = json.loads(value) if value else None
@@ -459,7 +459,7 @@ def test_table_added_to_a_running_source_is_snapshotted_alone(tmp_path: Path, cd
     ops: dict[str, list[tuple[str, int]]] = {"a": [], "b": []}
     for batch in batches:
         table = batch.topic.rsplit(".", 1)[1]
-        for value in batch.records.column("value").to_pylist():
+        for value in batch.values().to_pylist():
             event = json.loads(value)
             ops[table].append((event["op"], event["after"]["id"]))
     assert ops["a"] == [("u", 1)], "table a is not snapshotted again"

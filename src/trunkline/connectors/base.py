@@ -29,7 +29,7 @@ from trunkline.config import ConfigModel, Duration, Size
 from trunkline.config._problems import invalid
 from trunkline.connectors.transforms import SinkStep, SourceStep
 from trunkline.errors import ConfigError
-from trunkline.hub import Compression, FetchedBatch, Hub, TopicPartition
+from trunkline.hub import Compression, FetchedBatch, Hub, TopicPartition, _template
 from trunkline.hub._types import check_topic_name
 
 if TYPE_CHECKING:
@@ -330,8 +330,9 @@ class SourceBatch:
     Attributes:
         topic: Where the records go.
         records: An Arrow table the hub can produce: a ``value`` column (bytes, None for a
-            tombstone) and optionally ``key``, ``timestamp`` (ms or timestamp) and
-            ``headers``. May be empty when a batch holds only dead letters.
+            tombstone; or a template, :mod:`trunkline.hub._template`, that renders to them)
+            and optionally ``key``, ``timestamp`` (ms or timestamp) and ``headers``. May be
+            empty when a batch holds only dead letters.
         position: Where this batch ends, as the source describes it to people (shown by
             ``trunkline status``, e.g. ``{"file": "orders-3.csv", "line": 12000}``). The
             resume state itself is what :meth:`Source.snapshot` returns.
@@ -354,6 +355,13 @@ class SourceBatch:
     dead_letters: tuple[DeadLetter, ...] = ()
     dead_letter_ids: tuple[str, ...] = ()
     on_delivery: Callable[[Delivery], None] | None = None
+
+    def values(self) -> pa.Array:
+        """The values as bytes (a template rendered), one binary array."""
+        column = self.records.column("value")
+        if _template.is_template(column.type):
+            return _template.render(column)
+        return column.combine_chunks().cast(pa.binary())
 
 
 class Source(ABC):

@@ -14,12 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from trunkline.errors import ConfigError, NotAssigned, OffsetOutOfRange, TopicNotFound
 from trunkline.hub._groups import GroupStore, new_member_id
 from trunkline.hub._notify import Waiter
-from trunkline.hub._types import FETCH_SCHEMA, FetchedBatch, TopicPartition
+from trunkline.hub._types import FetchedBatch, TopicPartition
 from trunkline.hub.protocol import AutoOffsetReset
 
 if TYPE_CHECKING:
@@ -166,9 +164,9 @@ class EmbeddedConsumer:
                 batches, nxt = plog.read(self._positions[tp], budget, 16 << 20)
             self._positions[tp] = nxt
             if batches:
-                table = pa.Table.from_batches(batches, FETCH_SCHEMA)
-                out.append(FetchedBatch(tp.topic, tp.partition, table, nxt))
-                budget -= table.num_rows
+                fetched = FetchedBatch(tp.topic, tp.partition, next_offset=nxt, batches=batches)
+                out.append(fetched)
+                budget -= len(fetched)
                 if budget <= 0:
                     break
         self._turn += 1

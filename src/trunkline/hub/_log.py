@@ -775,7 +775,7 @@ class PartitionLog:
         kept: list[tuple[BatchHeader, pa.RecordBatch]] = []
         removed = 0
         for _, header, payload in self._batches(fd, base, 0, size):
-            stored = decode_stored(payload)
+            stored = decode_stored(header, payload)
             if now_ms - header.append_ms < config.min_compaction_lag_ms:
                 kept.append((header, stored))
                 continue

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trunkline.errors import InvalidRecord, PartitionNotFound
+from trunkline.hub import _template
 from trunkline.hub._murmur2 import partitions_for_keys
-from trunkline.hub._segment import STORE_SCHEMA
+from trunkline.hub._segment import store_schema
 from trunkline.hub._types import HEADER_TYPE, TIMESTAMP_TYPE, Record, check_record_value
 
 #: Records per stored batch are cut so that one batch holds about this many bytes.
@@ -27,12 +28,18 @@ BATCH_TARGET_BYTES = 4 << 20
 _COLUMNS = ("key", "value", "timestamp", "headers", "partition")
 
 
-def to_table(records: Sequence[Record] | pa.RecordBatch | pa.Table, now_ms: int) -> pa.Table:
-    """Normalise producer input to a table of key, value, timestamp, headers, partition."""
+def to_table(
+    records: Sequence[Record] | pa.RecordBatch | pa.Table, now_ms: int, *, templates: bool = False
+) -> pa.Table:
+    """Normalise producer input to a table of key, value, timestamp, headers, partition.
+
+    A template value column (:mod:`trunkline.hub._template`) is kept as it is with
+    ``templates`` (a hub that stores templates), else rendered to bytes.
+    """
     if isinstance(records, pa.RecordBatch):
         records = pa.Table.from_batches([records])
     if isinstance(records, pa.Table):
-        return _from_arrow(records, now_ms)
+        return _from_arrow(records, now_ms, templates)
     if isinstance(records, str | bytes) or not isinstance(records, Sequence):
         raise InvalidRecord(
             "expected a sequence of Record objects (or mappings with a 'value'), an Arrow "
@@ -138,7 +145,15 @@ def _binary_column(table: pa.Table, name: str) -> pa.ChunkedArray:
     return column if kind == pa.binary() else column.cast(pa.binary())
 
 
-def _from_arrow(table: pa.Table, now_ms: int) -> pa.Table:
+def _value_column(table: pa.Table, templates: bool) -> pa.ChunkedArray | pa.Array:
+    column = table.column("value")
+    if pa.types.is_struct(column.type):
+        _template.check(column)
+        return column if templates else _template.render(column)
+    return _binary_column(table, "value")
+
+
+def _from_arrow(table: pa.Table, now_ms: int, templates: bool = False) -> pa.Table:
     unknown = [c for c in table.column_names if c not in _COLUMNS]
     if unknown or "value" not in table.column_names:
         problem = f"unexpected column(s) {', '.join(unknown)}" if unknown else "no 'value' column"
@@ -178,7 +193,7 @@ def _from_arrow(table: pa.Table, now_ms: int) -> pa.Table:
     return pa.table(
         {
             "key": key,
-            "value": _binary_column(table, "value"),
+            "value": _value_column(table, templates),
             "timestamp": stamps,
             "headers": headers,
             "partition": parts,
@@ -236,7 +251,7 @@ def assign_partitions(
         return [PartitionSlice(explicit, table, np.arange(n, dtype=np.int64))]
     chosen = table.column("partition")
     keys = table.column("key")
-    if chosen.null_count == n and keys.null_count == n:
+    if chosen.null_count == n and (keys.null_count == n or partitions == 1):
         return [PartitionSlice(sticky, table, np.arange(n, dtype=np.int64))]
     target = partitions_for_keys(keys.combine_chunks(), partitions)
     target[target < 0] = sticky
@@ -275,11 +290,20 @@ def _data_bytes(column: pa.Array) -> int:
     """Bytes of key or value data in a (single-chunk) binary column, from its offsets."""
     if len(column) == 0 or column.null_count == len(column):
         return 0
+    if _template.is_template(column.type):
+        return int(_template.rendered_lengths(column).sum())
     offsets = column.buffers()[1]
     first, last = np.frombuffer(offsets, dtype=np.int32)[
         [column.offset, column.offset + len(column)]
     ]
     return int(last - first)
+
+
+def _lengths(column: pa.Array) -> npt.NDArray[np.int64]:
+    if _template.is_template(column.type):
+        return _template.rendered_lengths(column)
+    lengths: npt.NDArray[np.int64] = pc.fill_null(pc.binary_length(column), 0).to_numpy()
+    return lengths.astype(np.int64)
 
 
 def stored_batches(rows: pa.Table, max_message_bytes: int) -> list[pa.RecordBatch]:
@@ -289,15 +313,14 @@ def stored_batches(rows: pa.Table, max_message_bytes: int) -> list[pa.RecordBatc
         return []
     combined = rows.select(["timestamp", "key", "value", "headers"]).combine_chunks()
     columns = [column.chunk(0) for column in combined.columns]
+    schema = store_schema(columns[2].type)
     target = min(BATCH_TARGET_BYTES, max_message_bytes)
     total = _data_bytes(columns[1]) + _data_bytes(columns[2])
     if total + 16 * n <= target:
         # The common case, one batch that fits: no per-row sizes needed.
         deltas = pa.array(np.arange(n, dtype=np.int32))
-        return [pa.RecordBatch.from_arrays([deltas, *columns], schema=STORE_SCHEMA)]
-    value_len = pc.fill_null(pc.binary_length(columns[2]), 0).to_numpy()
-    key_len = pc.fill_null(pc.binary_length(columns[1]), 0).to_numpy()
-    sizes = value_len.astype(np.int64) + key_len + 16
+        return [pa.RecordBatch.from_arrays([deltas, *columns], schema=schema)]
+    sizes = _lengths(columns[2]) + _lengths(columns[1]) + 16
     too_big = np.flatnonzero(sizes - 16 > max_message_bytes)
     if len(too_big):
         i = int(too_big[0])
@@ -316,5 +339,5 @@ def stored_batches(rows: pa.Table, max_message_bytes: int) -> list[pa.RecordBatc
     for start, end in itertools.pairwise(cuts):
         deltas = pa.array(np.arange(end - start, dtype=np.int32))
         part = [column.slice(start, end - start) for column in columns]
-        out.append(pa.RecordBatch.from_arrays([deltas, *part], schema=STORE_SCHEMA))
+        out.append(pa.RecordBatch.from_arrays([deltas, *part], schema=schema))
     return out

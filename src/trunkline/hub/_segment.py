@@ -15,11 +15,14 @@ A batch on disk is a fixed 64-byte header followed by its payload::
     first_ts     i64  smallest record timestamp (ms)
     max_ts       i64  largest record timestamp (ms)
     append_ms    i64  wall-clock time of the append (retention counts from here)
-    attributes   u16  bit 0: rewritten by compaction
+    attributes   u16  bit 0: rewritten by compaction; bit 1: template values
     reserved     u16 + u32 (zero; pads the header to 64 bytes)
 
 The payload is one Arrow IPC record-batch message in :data:`STORE_SCHEMA`, so reading a batch
 back is a zero-copy view of the bytes read from disk, and writing one is a single serialise.
+A batch whose values are a template (:mod:`trunkline.hub._template`: text fragments rendered
+to bytes when read) has attribute bit 1 set, and its payload is an IPC stream of the schema
+message (the template's texts are its field names) followed by the record-batch message.
 Header and payload sizes are multiples of 8, so every batch starts 8-byte aligned in its file
 and, read into an aligned buffer, its Arrow columns are aligned as Arrow requires.
 
@@ -60,6 +63,7 @@ HEADER_SIZE = HEADER.size
 INDEX_ENTRY = struct.Struct("<IIq")
 INDEX_INTERVAL = 4096
 ATTR_COMPACTED = 1
+ATTR_TEMPLATE = 2
 NO_TIMESTAMP = -(2**63)
 
 #: What a batch payload holds. Offsets are stored relative to the batch's base offset.
@@ -72,6 +76,19 @@ STORE_SCHEMA = pa.schema(
         pa.field("headers", HEADER_TYPE),
     ]
 )
+
+
+def store_schema(value_type: pa.DataType) -> pa.Schema:
+    """:data:`STORE_SCHEMA`, or its form for a template value column of ``value_type``."""
+    if value_type == pa.binary():
+        return STORE_SCHEMA
+    return STORE_SCHEMA.set(3, pa.field("value", value_type))
+
+
+def _fetch_schema(value_type: pa.DataType) -> pa.Schema:
+    if value_type == pa.binary():
+        return FETCH_SCHEMA
+    return FETCH_SCHEMA.set(3, pa.field("value", value_type))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +164,12 @@ def encode_batch(
     the last record's delta; compaction passes the original one so that a batch keeps its
     offset range when records are removed from it.
     """
-    parts = _serializer(compression)(records)
+    if records.schema.field(3).type == pa.binary():
+        parts = _serializer(compression)(records)
+        attributes &= ~ATTR_TEMPLATE
+    else:
+        parts = _stream(records, compression)
+        attributes |= ATTR_TEMPLATE
     crc, size = 0, 0
     for part in parts:
         crc = crc32c.crc32c(part, crc)
@@ -221,6 +243,22 @@ class _Serializer:
             return self._sink.parts
 
 
+def _stream(records: pa.RecordBatch, compression: Compression) -> list[Any]:
+    """The schema and record-batch messages of ``records`` (buffers by reference)."""
+    sink = _Collector()
+    codec = None if compression is Compression.NONE else compression.value
+    writer = ipc.new_stream(
+        pa.PythonFile(sink, mode="w"),
+        records.schema,
+        options=ipc.IpcWriteOptions(compression=codec),
+    )
+    writer.write_batch(records)
+    parts = sink.parts
+    sink.parts = []
+    writer.close()  # its end-of-stream marker goes to the discarded list
+    return parts
+
+
 _SERIALIZERS: dict[Compression, _Serializer] = {}
 _SERIALIZERS_LOCK = threading.Lock()
 
@@ -234,14 +272,18 @@ def _serializer(compression: Compression) -> _Serializer:
 
 
 def decode_records(header: BatchHeader, payload: pa.Buffer) -> pa.RecordBatch:
-    """A stored batch as :data:`FETCH_SCHEMA` rows (absolute offsets), without copying data."""
-    stored = ipc.read_record_batch(payload, STORE_SCHEMA)
+    """A stored batch as :data:`FETCH_SCHEMA` rows (absolute offsets), without copying data;
+    template values stay templates (:attr:`FetchedBatch.records` renders them)."""
+    stored = decode_stored(header, payload)
     offsets = pc.add(stored.column(0).cast(pa.int64()), pa.scalar(header.base_offset, pa.int64()))
-    return pa.RecordBatch.from_arrays([offsets, *stored.columns[1:]], schema=FETCH_SCHEMA)
+    schema = _fetch_schema(stored.schema.field(3).type)
+    return pa.RecordBatch.from_arrays([offsets, *stored.columns[1:]], schema=schema)
 
 
-def decode_stored(payload: pa.Buffer) -> pa.RecordBatch:
-    """A stored batch in :data:`STORE_SCHEMA` (used by compaction)."""
+def decode_stored(header: BatchHeader, payload: pa.Buffer) -> pa.RecordBatch:
+    """A stored batch in :data:`STORE_SCHEMA` (or its template form)."""
+    if header.attributes & ATTR_TEMPLATE:
+        return ipc.open_stream(pa.BufferReader(payload)).read_next_batch()
     return ipc.read_record_batch(payload, STORE_SCHEMA)
 
 

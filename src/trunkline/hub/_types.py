@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NewType, TypeVar
 
@@ -187,22 +187,100 @@ class Message:
     headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
 class FetchedBatch:
     """Records of one partition, in offset order, as an Arrow table in :data:`FETCH_SCHEMA`.
 
     The table's chunks are the stored record batches, read without copying.
     ``next_offset`` is where the next fetch continues; it can be past the last record when
     compaction removed the records after it.
+
+    A hub may hand over its stored batches as they are (``batches``): their ``value`` column
+    is binary, or a template (:mod:`trunkline.hub._template`) whose bytes :attr:`records`
+    renders the first time it is read. Readers that understand templates look at
+    :attr:`batches` and never pay for the bytes.
     """
 
-    topic: str
-    partition: int
-    records: pa.Table
-    next_offset: int
+    __slots__ = ("_batches", "_records", "next_offset", "partition", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        records: pa.Table | None = None,
+        next_offset: int = 0,
+        *,
+        batches: Sequence[pa.RecordBatch] | None = None,
+    ) -> None:
+        if (records is None) == (batches is None):
+            raise ValueError("a FetchedBatch is made from records or from batches, not both")
+        self.topic = topic
+        self.partition = partition
+        self.next_offset = next_offset
+        self._records = records
+        self._batches = tuple(batches) if batches is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"FetchedBatch(topic={self.topic!r}, partition={self.partition}, "
+            f"records={len(self)}, next_offset={self.next_offset})"
+        )
+
+    @property
+    def records(self) -> pa.Table:
+        """The records with their values as bytes (rendered from templates once)."""
+        if self._records is None:
+            from trunkline.hub._template import is_template, render
+
+            assert self._batches is not None
+            rendered = []
+            for batch in self._batches:
+                value = batch.column(3)
+                if is_template(value.type):
+                    columns = batch.columns
+                    batch = pa.RecordBatch.from_arrays(
+                        [*columns[:3], render(value), *columns[4:]], schema=FETCH_SCHEMA
+                    )
+                rendered.append(batch)
+            self._records = pa.Table.from_batches(rendered, FETCH_SCHEMA)
+        return self._records
+
+    @property
+    def batches(self) -> tuple[pa.RecordBatch, ...]:
+        """The records as the hub read them: batches in :data:`FETCH_SCHEMA` except that a
+        ``value`` column may be a template (not rendered)."""
+        if self._batches is None:
+            return tuple(self.records.to_batches())
+        return self._batches
+
+    @property
+    def templated(self) -> bool:
+        """Whether any value of the batch is held as a template (not rendered yet)."""
+        from trunkline.hub._template import is_template
+
+        return self._records is None and any(
+            is_template(b.schema.field(3).type) for b in self.batches
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the batch holds in memory (templates counted as they are)."""
+        if self._records is None:
+            return sum(int(b.nbytes) for b in self.batches)
+        return int(self._records.nbytes)
+
+    @property
+    def first_offset(self) -> int | None:
+        """The offset of the first record (None when there is none)."""
+        for batch in self.batches:
+            if batch.num_rows:
+                return int(batch.column(0)[0].as_py())
+        return None
 
     def __len__(self) -> int:
-        return int(self.records.num_rows)
+        if self._records is None:
+            assert self._batches is not None
+            return sum(b.num_rows for b in self._batches)
+        return int(self._records.num_rows)
 
     def messages(self) -> Iterator[Message]:
         """The records as Python objects (convenient; the Arrow form is the fast path)."""

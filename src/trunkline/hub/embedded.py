@@ -53,7 +53,6 @@ from trunkline.hub._log import Ack, CompactionResult, PartitionLog, RecoveryRepo
 from trunkline.hub._notify import Waiter
 from trunkline.hub._records import assign_partitions, stored_batches, to_table
 from trunkline.hub._types import (
-    FETCH_SCHEMA,
     FetchedBatch,
     GroupDescription,
     PartitionInfo,
@@ -297,7 +296,7 @@ class EmbeddedHub:
     ) -> ProduceResult:
         config = self._topic(topic).config
         stamp = now_ms()
-        table = to_table(records, stamp)
+        table = to_table(records, stamp, templates=True)
         n = len(table)
         if n == 0:
             return ProduceResult(pa.array([], pa.int32()), pa.array([], pa.int64()))
@@ -336,8 +335,7 @@ class EmbeddedHub:
             batches, next_offset = plog.read(offset, max_records, max_bytes)
             remaining = deadline - time.monotonic()
             if batches or next_offset != offset or remaining <= 0:
-                table = pa.Table.from_batches(batches, FETCH_SCHEMA)
-                return FetchedBatch(topic, partition, table, next_offset)
+                return FetchedBatch(topic, partition, next_offset=next_offset, batches=batches)
             waiter = self._shared_waiter()
             waiter.watch(plog.hw_path)
             if plog.end_offset() == offset:

@@ -101,14 +101,18 @@ class _Buffer:
 
     @property
     def first_offset(self) -> int:
-        return int(self.batches[0].records.column("offset")[0].as_py())
+        first = self.batches[0].first_offset
+        return first if first is not None else self.batches[0].next_offset
 
     def merged(self) -> FetchedBatch:
         first, last = self.batches[0], self.batches[-1]
         if len(self.batches) == 1:
             return first
-        table = pa.concat_tables([b.records for b in self.batches])
-        return FetchedBatch(first.topic, first.partition, table, last.next_offset)
+        # Batches as the hub read them: values held as templates stay so.
+        parts = [part for b in self.batches for part in b.batches]
+        return FetchedBatch(
+            first.topic, first.partition, next_offset=last.next_offset, batches=parts
+        )
 
 
 def _runs_by_topic(batch: FetchedBatch) -> Iterable[tuple[str, FetchedBatch]]:
@@ -309,9 +313,10 @@ class SinkTask(Task):
         if tp not in self._owned:
             # The group handed this partition over inside poll(): the sink has not been told
             # yet (and may keep its own offset for it). Read it again once it has.
-            consumer.seek(tp, int(batch.records.column("offset")[0].as_py()))
+            first = batch.first_offset
+            consumer.seek(tp, batch.next_offset if first is None else first)
             return
-        size = int(batch.records.nbytes)
+        size = batch.nbytes
         if not self._buffered_records:
             self._oldest = time.monotonic()
         self._buffers.setdefault(tp, _Buffer()).add(batch, size)

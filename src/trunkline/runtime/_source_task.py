@@ -38,7 +38,7 @@ from trunkline.connectors.base import (
 )
 from trunkline.connectors.transforms import Transforms, route_topics
 from trunkline.errors import InvalidRecord, LeaseLost, TopicNotFound
-from trunkline.hub import Hub
+from trunkline.hub import Hub, _template
 from trunkline.hub._types import HEADER_TYPE
 from trunkline.runtime._deadletters import ID_HEADER, HubDeadLetters
 from trunkline.runtime._lineage import record_lineage
@@ -265,6 +265,7 @@ class SourceTask(Task):
         topics = None
         filtered = transform_dead = 0
         if self._transforms and records.num_rows:
+            records = _template.rendered_table(records)
             out = self._transforms.apply(records.column("value"), batch.topic)
             if out.dead:
                 lost = self._transform_letters(batch, records, out.dead, ids)
@@ -293,8 +294,7 @@ class SourceTask(Task):
                 contract_dead += dropped
                 written += part.num_rows - dropped
             self.metrics.count("records", records.num_rows)
-            values = records.column("value")
-            self.metrics.count("bytes", float(pc.sum(pc.binary_length(values)).as_py() or 0))
+            self.metrics.count("bytes", float(_value_bytes(records.column("value"))))
         if letters:
             dead_letters.write(letters, letter_ids)
         return hits, Delivery(written, contract_dead + transform_dead, filtered)
@@ -357,3 +357,9 @@ def _by_topic(topic: str, records: pa.Table, topics: pa.Array | None) -> list[tu
         (str(name), records.filter(pc.equal(indices, pa.scalar(i, indices.type))))
         for i, name in enumerate(names)
     ]
+
+
+def _value_bytes(values: pa.ChunkedArray) -> int:
+    if _template.is_template(values.type):
+        return sum(int(_template.rendered_lengths(c).sum()) for c in values.chunks)
+    return int(pc.sum(pc.binary_length(values)).as_py() or 0)

@@ -190,7 +190,7 @@ def _drain(source: Source, limit: int = 1000, timeout: float = 0.05) -> list[Sou
 
 
 def _values(batches: Sequence[SourceBatch]) -> list[bytes]:
-    return [v for b in batches for v in b.records.column("value").to_pylist()]
+    return [v for b in batches for v in b.values().to_pylist()]
 
 
 class SourceConformance:

@@ -9,6 +9,14 @@ decode_json`). Two shapes are understood:
   ``{"schema": ..., "payload": ...}``): ``c``, ``r`` and ``u`` upsert ``after``; ``d``
   deletes by the key in ``before`` (or the record key); ``t`` empties the table.
 
+Events a hub holds as templates (:mod:`trunkline.hub._template`: the Postgres source's
+snapshot reads) are read from their fragments when they are creates or reads whose
+``after`` fields are each one fragment: no rendering, and JSON parsed only for columns whose
+type only pyarrow's inference can tell (timestamps without fractions of a second, floats,
+arrays, text with escapes). The changes are exactly those the JSON path reads from the
+rendered bytes; anything else (other shapes, bytes among the templates, parts that disagree
+on a column's type) takes the JSON path.
+
 The result keeps the order of the records (``seq``) so that the sink can apply the last
 change per key. A Debezium placeholder for an unchanged TOASTed value
 (:data:`UNAVAILABLE`) is left in place: the sink must keep the value it has.
@@ -17,6 +25,9 @@ change per key. A Debezium placeholder for an unchanged TOASTed value
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,11 +35,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 
 from trunkline.connectors._bytes import byte_ranges
-from trunkline.connectors._json import concat_tables, decode_json
+from trunkline.connectors._json import _parse, concat_tables, decode_json, promote_timestamps
 from trunkline.connectors._sql import quote_identifier, quote_literal
 from trunkline.hub import FetchedBatch
+from trunkline.hub._template import fragments, is_template, literals
 
 __all__ = ["UNAVAILABLE", "Changes", "Collapsed", "ValueFormat", "collapse", "read_changes"]
 
@@ -77,6 +90,10 @@ def read_changes(
         [{'id': 1, 'a': 'x', '__trunkline_seq': 0, '__trunkline_op': 'u'}, \
 {'id': 1, 'a': None, '__trunkline_seq': 1, '__trunkline_op': 'd'}]
     """
+    if value_format != "json" and batch.templated:
+        quick = _from_templates(batch.batches, key)
+        if quick is not None:
+            return quick
     records = batch.records
     # One contiguous binary array for every step below (each would otherwise combine the
     # fetched chunks, a copy of the whole batch, on its own).
@@ -85,10 +102,10 @@ def read_changes(
     envelope = False
     parts: list[pa.Table] = []
     if value_format != "json":
-        quick = _upserts_by_text(values)
-        if quick is not None:
+        quick_text = _upserts_by_text(values)
+        if quick_text is not None:
             # Creates, reads and updates without a before image: only "after" is parsed.
-            positions, afters, rest = quick
+            positions, afters, rest = quick_text
             decoded_after = decode_json(afters)
             if decoded_after.bad:
                 # Not cut right (or not JSON at all): those take the usual way.
@@ -115,11 +132,23 @@ def read_changes(
         else:
             parts.append(_with(table, rows, "u"))
     tombstone_rows = np.flatnonzero(np.asarray(records.column("value").is_null()))
+    return _finish(parts, bad, envelope, records.column("key"), tombstone_rows, key)
+
+
+def _finish(
+    parts: list[pa.Table],
+    bad: list[tuple[int, str]],
+    envelope: bool,
+    keys: pa.ChunkedArray,
+    tombstone_rows: np.ndarray,
+    key: tuple[str, ...],
+) -> Changes:
+    """The changes from the rows read so far, with the tombstones' deletes, in order."""
     if len(tombstone_rows) and key:
-        keys, bad_keys = _keys_of(records.column("key"), tombstone_rows, key)
+        key_rows, bad_keys = _keys_of(keys, tombstone_rows, key)
         bad += bad_keys
-        if keys.num_rows:
-            parts.append(keys)
+        if key_rows.num_rows:
+            parts.append(key_rows)
     rows_table = concat_tables(_aligned([p for p in parts if p.num_rows])) if parts else _empty()
     if rows_table.num_columns == 0:
         rows_table = _empty()
@@ -177,6 +206,345 @@ def _upserts_by_text(values: pa.Array) -> tuple[np.ndarray, pa.Array, pa.Array] 
         return positions, afters, pa.nulls(len(values), pa.binary())
     rest = pc.if_else(pa.array(cut), pa.scalar(None, pa.binary()), values)
     return positions, afters, rest
+
+
+# -- template values (read without rendering) -------------------------------------------------
+
+#: Marker digits standing for fragment ``i`` in a template's sample rendering: a number in
+#: JSON's number context and plain text inside a JSON string.
+_MARK = "739"
+#: A date at the start of a text: pyarrow may read such a string as a timestamp, and
+#: :func:`promote_timestamps` may promote it: those columns are read by the JSON machinery.
+_DATE_LIKE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_INTEGER = r"^(?:0|-?[1-9][0-9]{0,17}|null)$"
+_LITERALS = pa.array(["true", "false", "null"], pa.string())
+
+
+@dataclass(frozen=True)
+class _Field:
+    """Where an ``after`` field's value is in a template: fragment ``index``, inside a JSON
+    string between ``prefix`` and ``suffix`` (``quoted``), or a whole JSON value."""
+
+    name: str
+    index: int
+    quoted: bool
+    prefix: str = ""
+    suffix: str = ""
+
+
+def _from_templates(batches: Sequence[pa.RecordBatch], key: tuple[str, ...]) -> Changes | None:
+    """The changes of stored batches whose values are Debezium events held as templates
+    (:mod:`trunkline.hub._template`) of creates and reads, read from their fragments without
+    rendering them or parsing JSON (except columns whose inference only pyarrow can tell).
+
+    The result is exactly what the JSON path makes of the rendered bytes (which cuts the
+    ``after`` object out of each event by its text and decodes it): each template is
+    checked to be of that shape, each fragment to read as that JSON would. None (the JSON
+    path must read the batch) when anything is not certain.
+    """
+    names: list[str] | None = None
+    columns: list[list[pa.Array]] = []
+    seqs: list[np.ndarray] = []
+    tombstones: list[np.ndarray] = []
+    start = 0
+    for piece in batches:
+        count = piece.num_rows
+        value = piece.column(3)
+        if count and is_template(value.type):
+            read = _read_template(value)
+            if read is None:
+                return None
+            piece_names, arrays = read
+            if names is None:
+                names, columns = piece_names, [[] for _ in piece_names]
+            elif piece_names != names:
+                return None
+            for chunks, array in zip(columns, arrays, strict=True):
+                chunks += array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+            valid = np.asarray(value.is_valid()) if value.null_count else None
+            if valid is None:
+                seqs.append(np.arange(start, start + count, dtype=np.int64))
+            else:
+                seqs.append(start + np.flatnonzero(valid))
+                tombstones.append(start + np.flatnonzero(~valid))
+        elif count and value.null_count == count:
+            tombstones.append(np.arange(start, start + count, dtype=np.int64))
+        elif count:
+            return None  # bytes among templates: the JSON path reads them all together
+        start += count
+    seq = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+    if names is None or not len(seq):
+        return None
+    chunked = []
+    for chunks in columns:
+        kinds = {a.type for a in chunks if not pa.types.is_null(a.type)}
+        if len(kinds) > 1:
+            return None  # parts disagree: the JSON path's inference over all of them decides
+        kind = kinds.pop() if kinds else pa.null()
+        chunks = [a if a.type == kind else pa.nulls(len(a), kind) for a in chunks]
+        chunked.append(pa.chunked_array(chunks, kind))
+    after = pa.Table.from_arrays(chunked, names=names)
+    keys = pa.chunked_array([b.column(2) for b in batches], pa.binary())
+    tombstone_rows = np.concatenate(tombstones) if tombstones else np.zeros(0, np.int64)
+    return _finish([_with(after, seq, "u")], [], True, keys, tombstone_rows, key)
+
+
+def _read_template(
+    values: pa.StructArray,
+) -> tuple[list[str], list[pa.Array | pa.ChunkedArray]] | None:
+    """The ``after`` columns of a template's present rows (names and arrays), or None."""
+    layout = _layout(values.type)
+    if layout is None:
+        return None
+    pieces = fragments(values)
+    if values.null_count:
+        present = values.is_valid()
+        pieces = [piece.filter(present) for piece in pieces]
+    if any(piece.null_count for piece in pieces):
+        return None  # renders as a null value: left to the JSON path
+    arrays: list[pa.Array | pa.ChunkedArray] = []
+    for spec in layout:
+        piece = pieces[spec.index]
+        array = _quoted(piece, spec) if spec.quoted else _bare(piece)
+        if array is None:
+            return None
+        arrays.append(array)
+    return [spec.name for spec in layout], arrays
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(kind: pa.DataType) -> tuple[_Field, ...] | None:
+    """Where each field of the ``after`` object is, from one sample rendering of a template
+    type with a marker for each fragment; None unless every event is a create or read the
+    JSON path would cut by text and each ``after`` field is exactly one fragment."""
+    texts = literals(kind)
+    count = len(texts) - 1
+    head, closing = texts[0].encode(), texts[-1].encode()
+    end = closing.rfind(_SOURCE)
+    if not count or not head.startswith(_UPSERT_HEAD) or end < 0:
+        return None
+    markers = [f"{_MARK}{i:07d}" for i in range(count)]
+    sample = "".join(t + m for t, m in zip(texts, markers, strict=False)) + texts[-1]
+    if any(sample.count(m) != 1 for m in markers):
+        return None
+    raw = sample.encode()
+    # What the JSON path cuts out: from the after object's brace to the last ',"source":{'
+    # (in the closing text, so at the same place from the end of every value).
+    cut = raw[len(_UPSERT_HEAD) - 1 : len(raw) - len(closing) + end]
+    if b"\n" in cut or b"\r" in cut:
+        return None
+    pairs: list[list[tuple[str, object]]] = []
+
+    def keep(found: list[tuple[str, object]]) -> dict[str, object]:
+        pairs.append(found)
+        return dict(found)
+
+    try:
+        after = json.loads(cut, object_pairs_hook=keep)
+    except ValueError:
+        return None
+    # One object (no nested ones, where pyarrow's field order could differ) whose names are
+    # all different: pyarrow's reader makes the same columns, in the same order.
+    if not isinstance(after, dict) or len(pairs) != 1 or len(after) != count:
+        return None
+    where = {m: i for i, m in enumerate(markers)}
+    layout: list[_Field] = []
+    for name, value in after.items():
+        if any(m in name for m in markers):
+            return None
+        if type(value) is int and str(value) in where:
+            layout.append(_Field(name, where[str(value)], quoted=False))
+            continue
+        if not isinstance(value, str):
+            return None
+        found = [m for m in markers if m in value]
+        if len(found) != 1 or value.count(found[0]) != 1:
+            return None
+        prefix, suffix = value.split(found[0])
+        layout.append(_Field(name, where[found[0]], True, prefix, suffix))
+    if sorted(f.index for f in layout) != list(range(count)):
+        return None
+    return tuple(layout)
+
+
+def _quoted(piece: pa.Array, spec: _Field) -> pa.Array | pa.ChunkedArray | None:
+    """The text of a fragment inside a JSON string: as it is, when it holds nothing JSON
+    escapes (else the rendered value would not even parse: None)."""
+    if _needs_escape(piece):
+        return None
+    text = piece
+    if spec.prefix or spec.suffix:
+        text = pc.binary_join_element_wise(spec.prefix, piece, spec.suffix, "")
+    if _any_date_like(text):
+        seconds = _utc_seconds(text)
+        if seconds is not None:
+            return seconds
+        # Maybe a timestamp: pyarrow's reader makes a column of them timestamp[s] when it
+        # can read every value as one, else text, which promote_timestamps looks at. One
+        # value it reads as text (times with fractions of a second are) settles the first.
+        fraction = _first_with(text, b".")
+        if fraction is not None and _read_as_text(text[fraction].as_py()):
+            return promote_timestamps(pa.table({"v": text})).column(0)
+        before = '{"v":' + json.dumps(spec.prefix)[:-1]
+        after = json.dumps(spec.suffix)[1:] + "}"
+        return _json_column(pc.binary_join_element_wise(before, piece, after, ""))
+    return text
+
+
+def _utc_seconds(texts: pa.Array) -> pa.Array | None:
+    """Texts that are all ``YYYY-MM-DDTHH:MM:SSZ`` (what the source writes for a
+    timestamptz without fractions of a second) as pyarrow's JSON reader reads such a
+    column: timestamp[s] without a zone. None for anything else."""
+    if not pa.types.is_string(texts.type) or texts.null_count or not len(texts):
+        return None
+    _, offsets, data = texts.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    if data is None or not (np.diff(bounds) == 20).all():
+        return None
+    raw = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]].reshape(-1, 20)
+    digits = raw[:, [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]]
+    if ((digits - 0x30) >= 10).any():  # below "0" wraps around
+        return None
+    marks = raw[:, [4, 7, 10, 13, 16, 19]]
+    if not (marks == np.frombuffer(b"--T::Z", dtype=np.uint8)).all():
+        return None
+    try:
+        return pc.strptime(texts, format="%Y-%m-%dT%H:%M:%SZ", unit="s")
+    except pa.ArrowInvalid:
+        return None  # not a date (a 13th month...): the reader decides
+
+
+def _any_date_like(texts: pa.Array) -> bool:
+    """Whether any text starts with a date (``^[0-9]{4}-[0-9]{2}-[0-9]{2}``), looking at
+    the first ten bytes of each in place."""
+    if not len(texts):
+        return False
+    if not pa.types.is_string(texts.type):
+        return bool(pc.any(pc.match_substring_regex(texts, _DATE_LIKE)).as_py())
+    _, offsets, data = texts.buffers()
+    if data is None:
+        return False
+    bounds = np.frombuffer(offsets, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    starts = bounds[:-1][np.diff(bounds) >= 10]
+    if not len(starts):
+        return False
+    raw = np.frombuffer(data, dtype=np.uint8)
+    starts = starts[raw[starts + 4] == 0x2D]
+    starts = starts[raw[starts + 7] == 0x2D]
+    for at in (0, 1, 2, 3, 5, 6, 8, 9):
+        starts = starts[(raw[starts + at] - 0x30) < 10]  # a digit (below "0" wraps around)
+    return bool(len(starts))
+
+
+def _first_with(texts: pa.Array, byte: bytes) -> int | None:
+    """The position of the first text that holds ``byte`` (an ASCII character), if any."""
+    if not pa.types.is_string(texts.type):
+        found = pc.index(pc.match_substring(texts, byte.decode()), True).as_py()
+        return None if found < 0 else int(found)
+    _, offsets, data = texts.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    if data is None or not len(texts):
+        return None
+    raw = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]]
+    hits = np.flatnonzero(raw == ord(byte))
+    if not len(hits):
+        return None
+    return int(np.searchsorted(bounds, bounds[0] + hits[0], side="right")) - 1
+
+
+def _read_as_text(value: str) -> bool:
+    """Whether pyarrow's JSON reader reads ``value`` as text (not as a timestamp)."""
+    line = json.dumps({"v": value}).encode()
+    return bool(pj.read_json(pa.BufferReader(line)).schema.field(0).type == pa.string())
+
+
+def _bare(piece: pa.Array) -> pa.Array | pa.ChunkedArray | None:
+    """A fragment that is a whole JSON value: integers and booleans (or null) here, other
+    values by pyarrow's JSON reader, one column on its own."""
+    if not len(piece):
+        return pa.nulls(0, pa.null())
+    nulls = pc.equal(piece, "null")
+    if pc.all(nulls).as_py():
+        return pa.nulls(len(piece), pa.null())
+    no_value = pa.scalar(None, pa.string())
+    if _all_integers(piece, nulls):
+        return pc.if_else(nulls, no_value, piece).cast(pa.int64())
+    if pc.all(pc.is_in(piece, value_set=_LITERALS)).as_py():
+        return pc.equal(pc.if_else(nulls, no_value, piece), "true")
+    if pc.any(pc.match_substring_regex(piece, r"[\r\n]")).as_py():
+        return None
+    return _json_column(pc.binary_join_element_wise('{"v":', piece, "}", ""))
+
+
+def _all_integers(texts: pa.Array, nulls: pa.Array) -> bool:
+    """Whether every text is ``null`` (``nulls``) or an integer as JSON writes it that
+    int64 holds: what :data:`_INTEGER` says, looking at the bytes in place."""
+    if not pa.types.is_string(texts.type) or texts.null_count:
+        return bool(pc.all(pc.match_substring_regex(texts, _INTEGER)).as_py())
+    _, offsets, data = texts.buffers()
+    if data is None:
+        return False  # all empty
+    bounds = np.frombuffer(offsets, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    raw = np.frombuffer(data, dtype=np.uint8)
+    is_null = nulls.to_numpy(zero_copy_only=False)
+    starts, lengths = bounds[:-1][~is_null], np.diff(bounds)[~is_null]
+    if not len(starts):
+        return True
+    if (lengths == 0).any():
+        return False
+    minus = raw[starts] == 0x2D
+    digits = lengths - minus
+    if ((digits < 1) | (digits > 18)).any():
+        return False
+    if ((raw[starts + minus] == 0x30) & ((digits > 1) | minus)).any():
+        return False  # a leading zero, or -0
+    # Past that, every byte is a digit but the minus signs and the letters of each null.
+    others = np.count_nonzero((raw[bounds[0] : bounds[-1]] - 0x30) >= 10)
+    return bool(others == 4 * int(is_null.sum()) + int(minus.sum()))
+
+
+def _json_column(lines: pa.Array) -> pa.ChunkedArray | None:
+    """The one column of ``{"v": ...}`` lines as the JSON path decodes a column: pyarrow's
+    inference, then :func:`promote_timestamps`. None unless it parses in one go to one
+    column of one row per line (what the JSON path would do differently otherwise depends
+    on the other columns), or when the type holds a struct (whose fields' order pyarrow
+    may find differently among other columns)."""
+    try:
+        table = _parse(lines.cast(pa.binary()))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(lines) or table.column_names != ["v"]:
+        return None
+    column = promote_timestamps(table).column(0)
+    try:
+        # pyarrow's reader can make a list array that is not valid (a block whose first
+        # list starts with a null): which block does depends on the other columns.
+        column.validate()
+    except pa.ArrowInvalid:
+        return None
+    return None if _has_struct(column.type) else column
+
+
+def _has_struct(kind: pa.DataType) -> bool:
+    if pa.types.is_struct(kind) or pa.types.is_map(kind) or pa.types.is_union(kind):
+        return True
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _has_struct(kind.value_type)
+    return False
+
+
+def _needs_escape(texts: pa.Array) -> bool:
+    """Whether any value holds a quote, a backslash or a control character."""
+    if not len(texts):
+        return False
+    _, offsets, data = texts.buffers()
+    if data is None:
+        return False
+    bounds = np.frombuffer(offsets, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    raw = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]]
+    if not len(raw):
+        return False
+    return bool(raw.min() < 0x20 or (raw == 0x22).any() or (raw == 0x5C).any())
 
 
 def _aligned(parts: list[pa.Table]) -> list[pa.Table]:

@@ -22,6 +22,7 @@ from trunkline import __version__
 from trunkline.connectors.sources._pgcatalog import Table
 from trunkline.connectors.sources._pgtuples import Image
 from trunkline.connectors.sources._pgvalues import Part, json_part
+from trunkline.hub._template import template
 
 __all__ = ["ChangeSet", "EventBuilder", "empty_image"]
 
@@ -34,6 +35,13 @@ def _lit(text: str) -> pa.Scalar:
 
 def _join(parts: Sequence[pa.Array | pa.Scalar]) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
+
+
+def _template(pieces: Sequence[pa.Array | pa.Scalar], length: int) -> pa.StructArray:
+    """The value column that renders as ``_join(pieces)`` (texts and columns alternate)."""
+    texts = [p.as_py() for p in pieces[::2]]
+    fragments = [p for p in pieces[1::2] if isinstance(p, pa.Array)]
+    return template(texts, fragments, length=length)
 
 
 def _object(
@@ -156,7 +164,8 @@ class EventBuilder:
         if not length:
             value = ids = pa.array([], pa.string())
         else:
-            value = _join(_object(self.names, parts, '{"before":null,"after":', tail))
+            # Held by the hub as a template (the pieces, joined only if someone reads bytes).
+            value = _template(_object(self.names, parts, '{"before":null,"after":', tail), length)
             if self.key_positions:
                 key = _join(
                     _object(
@@ -169,7 +178,7 @@ class EventBuilder:
             else:
                 numbers = pa.array(np.arange(first_row, first_row + length)).cast(pa.string())
                 ids = _join([_lit(f"{self._id_prefix}{lsn}:"), numbers])
-        columns["value"] = value.cast(pa.binary())
+        columns["value"] = value if isinstance(value, pa.StructArray) else value.cast(pa.binary())
         columns["timestamp"] = pa.repeat(pa.scalar(ts_ms, pa.int64()), length)
         return pa.table(columns), ids.cast(pa.binary())
 
