@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["byte_ranges"]
+__all__ = ["byte_ranges", "needs_json_escape"]
 
 #: Values up to this long sit inside their view (Arrow's binary view layout).
 _INLINE = 12
@@ -51,3 +51,18 @@ def byte_ranges(
     data = pa.py_buffer(buf)
     viewed = pa.Array.from_buffers(pa.binary_view(), n, [bitmap, pa.py_buffer(views), data])
     return viewed.cast(pa.binary())
+
+
+def needs_json_escape(texts: pa.Array) -> bool:
+    """Whether any value of a string array holds what JSON escapes inside a string: a
+    quote, a backslash or a control character (one scan of the array's bytes)."""
+    if not len(texts):
+        return False
+    _, offsets, data = texts.buffers()
+    if data is None:
+        return False
+    bounds = np.frombuffer(offsets, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    raw = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]]
+    if not len(raw):
+        return False
+    return bool(raw.min() < 0x20 or (raw == 0x22).any() or (raw == 0x5C).any())

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from trunkline.connectors._bytes import byte_ranges
+from trunkline.connectors._bytes import byte_ranges, needs_json_escape
 from trunkline.connectors._json import _parse, concat_tables, decode_json, promote_timestamps
 from trunkline.connectors._sql import quote_identifier, quote_literal
 from trunkline.hub import FetchedBatch
@@ -370,7 +370,7 @@ def _layout(kind: pa.DataType) -> tuple[_Field, ...] | None:
 def _quoted(piece: pa.Array, spec: _Field) -> pa.Array | pa.ChunkedArray | None:
     """The text of a fragment inside a JSON string: as it is, when it holds nothing JSON
     escapes (else the rendered value would not even parse: None)."""
-    if _needs_escape(piece):
+    if needs_json_escape(piece):
         return None
     text = piece
     if spec.prefix or spec.suffix:
@@ -531,20 +531,6 @@ def _has_struct(kind: pa.DataType) -> bool:
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return _has_struct(kind.value_type)
     return False
-
-
-def _needs_escape(texts: pa.Array) -> bool:
-    """Whether any value holds a quote, a backslash or a control character."""
-    if not len(texts):
-        return False
-    _, offsets, data = texts.buffers()
-    if data is None:
-        return False
-    bounds = np.frombuffer(offsets, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
-    raw = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]]
-    if not len(raw):
-        return False
-    return bool(raw.min() < 0x20 or (raw == 0x22).any() or (raw == 0x5C).any())
 
 
 def _aligned(parts: list[pa.Table]) -> list[pa.Table]:

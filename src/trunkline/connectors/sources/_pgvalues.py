@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trunkline.connectors._bytes import needs_json_escape
 from trunkline.connectors.sinks._changes import UNAVAILABLE
 
 __all__ = [
@@ -268,26 +269,11 @@ def json_part(texts: pa.Array, kind: PgType, unchanged: np.ndarray | None = None
         texts = _local_fast(texts)
     elif kind.kind is Kind.BYTEA:
         texts = pc.utf8_slice_codeunits(texts, 2)
-    if kind.escapes and _needs_escape(texts):
+    if kind.escapes and needs_json_escape(texts):
         if right != '"':
             texts = pc.binary_join_element_wise(texts, right[:-1], "")
         return Part(quote_json(texts))
     return Part(texts, '"', right)
-
-
-def _needs_escape(texts: pa.Array) -> bool:
-    """Whether any value holds a quote, a backslash or a control character (one scan of
-    the column's bytes)."""
-    if not len(texts):
-        return False
-    _, offsets, data = texts.buffers()
-    if data is None:
-        return False
-    bounds = np.frombuffer(offsets, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
-    raw = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]]
-    if not len(raw):
-        return False
-    return bool(raw.min() < 0x20 or (raw == 0x22).any() or (raw == 0x5C).any())
 
 
 def _utc_fast(texts: pa.Array) -> tuple[pa.Array, str]:
