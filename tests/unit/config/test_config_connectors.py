@@ -195,6 +195,11 @@ def test_connector_settings_are_explained() -> None:
     assert rows["tables"].default == "required"
 
 
+def test_duckdb_threads_below_one_are_placed(problems: Problems) -> None:
+    text = "sinks:\n  w: {type: duckdb, path: w.duckdb, topics: [t], threads: 0}\n"
+    assert problems(text) == ["expected a value >= 1 for 'threads', found 0 at trunkline.yaml:2:59"]
+
+
 def test_an_unknown_topic_compression_is_placed_and_lists_the_choices(problems: Problems) -> None:
     text = "sources:\n  a: {type: files, path: in, topic: t, topic_compression: gzip}\n"
     assert problems(text) == [

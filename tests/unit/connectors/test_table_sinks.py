@@ -577,3 +577,14 @@ def test_upserts_leave_the_table_the_changes_describe(tmp_path: Path, seed: int)
     found = {(r["id"], r["part"]): r["v"] for r in table}
     assert len(found) == len(table)  # no key twice
     assert found == expected
+
+
+def test_duckdb_uses_the_threads_it_is_given(tmp_path: Path, context: ConnectorContext) -> None:
+    for threads in (1, 3):
+        sink = duck(tmp_path, threads=threads) if threads != 1 else duck(tmp_path)
+        sink.open(context)
+        try:
+            found = sink._connection().execute("SELECT current_setting('threads')").fetchone()
+            assert found == (threads,)
+        finally:
+            sink.close()

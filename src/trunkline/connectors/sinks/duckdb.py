@@ -65,6 +65,14 @@ class DuckDBConfig(DatabaseSinkSettings):
         description="The DuckDB database file; relative paths start at the project directory."
     )
     db_schema: str = Field("main", min_length=1, description="The schema the tables go in.")
+    threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Threads DuckDB may use for the sink's writes. One by default: an insert "
+        "takes as long with two on a two-core machine but uses a quarter more CPU, which the "
+        "rest of the pipeline (decoding, sources) needs.",
+    )
 
 
 def _translate(exc: duckdb.Error, doing: str) -> ConnectorError:
@@ -97,7 +105,7 @@ class DuckDBSink(DatabaseSink):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._start_worker()
         try:
-            self._con = duckdb.connect(str(self.path))
+            self._con = duckdb.connect(str(self.path), config={"threads": self.config.threads})
             con = self._con
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.config.db_schema)}")
             con.execute(
