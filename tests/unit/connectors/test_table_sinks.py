@@ -580,11 +580,16 @@ def test_upserts_leave_the_table_the_changes_describe(tmp_path: Path, seed: int)
 
 
 def test_duckdb_uses_the_threads_it_is_given(tmp_path: Path, context: ConnectorContext) -> None:
-    for threads in (1, 3):
-        sink = duck(tmp_path, threads=threads) if threads != 1 else duck(tmp_path)
+    default = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()
+    assert default is not None
+    for settings, threads in (({}, default[0]), ({"threads": 1}, 1), ({"threads": 3}, 3)):
+        sink = duck(tmp_path, **settings)
         sink.open(context)
         try:
             found = sink._connection().execute("SELECT current_setting('threads')").fetchone()
             assert found == (threads,)
+            # Another connection of this process to the same file (a flow) still opens.
+            with duckdb.connect(str(tmp_path / "w.duckdb")) as other:
+                assert other.execute("SELECT 1").fetchone() == (1,)
         finally:
             sink.close()

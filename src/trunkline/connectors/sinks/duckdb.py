@@ -65,13 +65,15 @@ class DuckDBConfig(DatabaseSinkSettings):
         description="The DuckDB database file; relative paths start at the project directory."
     )
     db_schema: str = Field("main", min_length=1, description="The schema the tables go in.")
-    threads: int = Field(
-        1,
+    threads: int | None = Field(
+        None,
         ge=1,
         le=256,
-        description="Threads DuckDB may use for the sink's writes. One by default: an insert "
-        "takes as long with two on a two-core machine but uses a quarter more CPU, which the "
-        "rest of the pipeline (decoding, sources) needs.",
+        description="Threads DuckDB uses for this database file in this process (DuckDB's "
+        "SET threads; by default DuckDB's own choice, one per core). On a small machine 1 "
+        "leaves CPU to the rest of the pipeline: on two cores an insert takes as long with "
+        "one thread as with two and a quarter less CPU. Flows and queries in the same "
+        "process that use this file run with the same setting.",
     )
 
 
@@ -105,8 +107,12 @@ class DuckDBSink(DatabaseSink):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._start_worker()
         try:
-            self._con = duckdb.connect(str(self.path), config={"threads": self.config.threads})
+            # Other connections in this process to the same file (flows) must be opened with
+            # the same configuration, so the thread count is a SET, not a connect option.
+            self._con = duckdb.connect(str(self.path))
             con = self._con
+            if self.config.threads is not None:
+                con.execute(f"SET threads = {int(self.config.threads)}")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.config.db_schema)}")
             con.execute(
                 f"CREATE TABLE IF NOT EXISTS {qualified('main', OFFSETS_TABLE)} ("
