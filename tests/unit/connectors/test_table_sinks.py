@@ -18,7 +18,13 @@ import pytest
 from trunkline.config import ProjectFileError, load_project
 from trunkline.connectors.base import ConnectorContext
 from trunkline.connectors.sinks._changes import UNAVAILABLE, read_changes
-from trunkline.connectors.sinks.duckdb import DuckDBConfig, DuckDBSink, _in_row_groups, table_name
+from trunkline.connectors.sinks.duckdb import (
+    DuckDBConfig,
+    DuckDBSink,
+    _in_row_groups,
+    default_threads,
+    table_name,
+)
 from trunkline.connectors.sinks.parquet import ParquetConfig, ParquetSink, PartitionExpr
 from trunkline.errors import IncompatibleChange
 from trunkline.hub import FetchedBatch, TopicPartition
@@ -580,9 +586,9 @@ def test_upserts_leave_the_table_the_changes_describe(tmp_path: Path, seed: int)
 
 
 def test_duckdb_uses_the_threads_it_is_given(tmp_path: Path, context: ConnectorContext) -> None:
-    default = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()
-    assert default is not None
-    for settings, threads in (({}, default[0]), ({"threads": 1}, 1), ({"threads": 3}, 3)):
+    cores = len(os.sched_getaffinity(0))
+    assert default_threads() == max(1, cores - 1)
+    for settings, threads in (({}, default_threads()), ({"threads": 1}, 1), ({"threads": 3}, 3)):
         sink = duck(tmp_path, **settings)
         sink.open(context)
         try:
