@@ -35,6 +35,7 @@ from trunkline.errors import (
 )
 from trunkline.hub import CleanupPolicy, Consumer, Hub, Record, TopicConfig, TopicPartition
 from trunkline.hub._murmur2 import partition_for_key
+from trunkline.hub._template import render, template
 
 __all__ = ["HubConformance", "drain"]
 
@@ -131,6 +132,27 @@ class HubConformance:
         assert got[1].timestamp == 1_700_000_000_001
         assert got[2].headers == (("h", b"1"), ("h", None), ("x", b"\x00\xff"))
         assert abs(got[3].timestamp - time.time() * 1000) < 600_000
+
+    def test_template_values_are_read_as_their_bytes(self, hub: Hub, topic: str) -> None:
+        """A value column given as a template (text fragments between constant texts) is
+        read back as the bytes it renders, keyed and partitioned like those bytes."""
+        hub.create_topic(topic, TopicConfig(partitions=3))
+        ids = [str(i) for i in range(40)]
+        value = template(
+            ['{"id":', ',"name":"', '"}'],
+            [pa.array(ids), pa.array([f"n\u00e9{i}" for i in range(40)])],
+            pa.array([i % 9 != 4 for i in range(40)]),
+        )
+        keys = pa.array([i.encode() for i in ids], pa.binary())
+        result = hub.produce(topic, pa.table({"key": keys, "value": value}))
+        assert result.partitions.to_pylist() == [partition_for_key(k, 3) for k in keys.to_pylist()]
+        expected = dict(zip(keys.to_pylist(), render(value).to_pylist(), strict=True))
+        got = {}
+        for partition in range(3):
+            for message in hub.fetch(topic, partition, 0, max_records=100).messages():
+                got[message.key] = message.value
+        assert got == expected
+        assert got[b"4"] is None and got[b"0"] == '{"id":0,"name":"n\u00e90"}'.encode()
 
     def test_offsets_dense_and_monotonic(self, hub: Hub, topic: str) -> None:
         hub.create_topic(topic)
