@@ -291,7 +291,10 @@ def _data_bytes(column: pa.Array) -> int:
     if len(column) == 0 or column.null_count == len(column):
         return 0
     if _template.is_template(column.type):
-        return int(_template.rendered_lengths(column).sum())
+        # From the fragments' offsets, no per-row pass; tombstones count their texts too,
+        # so this is an upper bound: enough to tell whether the rows need cutting.
+        texts = sum(len(t.encode()) for t in _template.literals(column.type))
+        return texts * len(column) + sum(_data_bytes(f) for f in _template.fragments(column))
     offsets = column.buffers()[1]
     first, last = np.frombuffer(offsets, dtype=np.int32)[
         [column.offset, column.offset + len(column)]

@@ -103,15 +103,20 @@ def check(values: pa.Array | pa.ChunkedArray, where: str = "column 'value'") -> 
             f"ending in a null-typed child named by the closing text), found {kind}"
         )
     chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    first = 0  # the record number of the chunk's first row
     for chunk in chunks:
         present = chunk.is_valid()
         for i, fragment in enumerate(fragments(chunk)):
-            if fragment.null_count and pc.any(pc.and_(present, fragment.is_null())).as_py():
-                row = int(np.flatnonzero(np.asarray(pc.and_(present, fragment.is_null())))[0])
+            if not fragment.null_count:
+                continue
+            missing = np.flatnonzero(np.asarray(pc.and_(present, fragment.is_null())))
+            if len(missing):
+                row = first + int(missing[0])
                 raise InvalidRecord(
                     f"{where}: template fragment {i} is null in record {row}, which has a "
                     "value; every fragment of a present value must be text"
                 )
+        first += len(chunk)
 
 
 def render(values: pa.Array | pa.ChunkedArray) -> pa.Array:

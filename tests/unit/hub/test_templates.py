@@ -174,6 +174,10 @@ def test_a_null_fragment_in_a_present_value_is_refused(hub: EmbeddedHub) -> None
         hub.produce("t", pa.table({"value": value}))
     assert "template fragment 0 is null in record 1" in str(caught.value)
     assert hub.end_offsets("t") == {0: 0}
+    # In a column of several chunks the record is counted from the first chunk's start.
+    chunked = pa.chunked_array([template(["<", ">"], [pa.array(["a", "b"])]), value])
+    with pytest.raises(InvalidRecord, match="template fragment 0 is null in record 3"):
+        hub.produce("t", pa.table({"value": chunked}))
     # A null fragment in a tombstone is fine: the row has no value at all.
     check(template(["<", ">"], [pa.array(["a", None])], pa.array([True, False])))
 
