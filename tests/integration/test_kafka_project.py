@@ -129,6 +129,26 @@ def test_perf_hub_on_kafka(
     assert figures["ratio_consume"] > 0
 
 
+def test_perf_contracts_on_kafka(
+    tmp_path: Path,
+    kafka: KafkaHub,
+    kafka_bootstrap: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = set(kafka.list_topics())
+    code, out, _ = _run(capsys, monkeypatch, "perf", "contracts", "--quick", "--json",
+                        "--bootstrap", kafka_bootstrap, "--directory", str(tmp_path))  # fmt: skip
+    assert code == 0
+    on_kafka = json.loads(out)["kafka"]
+    # 20,000 orders, one in 1,000 bad: the warm-up and one repeat dead-letter 20 each.
+    assert on_kafka["dead_lettered"] == 40
+    assert on_kafka["dead_lettered_typed"] == 40
+    for key in ("contract_overhead", "contract_overhead_parse_floor", "contract_overhead_typed"):
+        assert on_kafka[key] > 0, key
+    assert not [t for t in set(kafka.list_topics()) - before if t.startswith("perf-contracts-")]
+
+
 def test_perf_kafka_needs_a_bootstrap(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -287,6 +287,13 @@ def perf_contracts(
         Path | None, typer.Option(help="Where to put the benchmark's files (a temp folder).")
     ] = None,
     quick: Annotated[bool, typer.Option(help="A small run (for smoke tests).")] = False,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(
+            help="Also run the produce workloads on this Kafka cluster (host:port; "
+            "scripts/services/kafka start prints one)."
+        ),
+    ] = None,
 ) -> None:
     """Contract validation throughput and produce overhead (with / without a contract)."""
     from trunkline.perf.contracts import run
@@ -295,9 +302,6 @@ def perf_contracts(
         raise bad_input(f"--ack: expected fsync or written, found {ack!r}")
     sizes = {"records": 20_000, "batch": 5_000, "repeats": 1} if quick else {
         "records": records, "batch": batch}  # fmt: skip
-    figures = run(directory, ack=ack, **sizes)
-    if as_json:
-        sys.stdout.write(json.dumps(figures) + "\n")
-        return
-    for key, value in figures.items():
-        out().print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+    from trunkline.cli._perf import print_figures
+
+    print_figures(run(directory, ack=ack, bootstrap=bootstrap, **sizes), as_json)

@@ -24,7 +24,8 @@ class Backend(StrEnum):
     KAFKA = "kafka"
 
 
-def _print(figures: dict[str, Any], as_json: bool) -> None:
+def print_figures(figures: dict[str, Any], as_json: bool) -> None:
+    """Figures as one JSON object, or as a table (nested objects as dotted rows)."""
     if as_json:
         sys.stdout.write(json.dumps(figures) + "\n")
         return
@@ -78,7 +79,7 @@ def perf_hub(
         figures = run_kafka(bootstrap, directory, **sizes)
     else:
         figures = run_embedded(directory, ack=ack, **sizes)
-    _print(figures, as_json)
+    print_figures(figures, as_json)
 
 
 @perf_app.command("cdc")
@@ -134,4 +135,4 @@ def perf_cdc(
         peer=peer,
         big_rows=5_000_000 if big else 0,
     )
-    _print(figures, as_json)
+    print_figures(figures, as_json)

@@ -19,24 +19,41 @@ rule, so the careful decoding path is not measured):
   producer without a contract has to. Warm-up, alternation and medians as above;
   ``contract_overhead_typed`` = time with the contract / time without (goal: <= 1.5);
   ``dead_lettered_typed`` counts this workload's dead letters. Typed values are a few bytes
-  longer (timestamps carry microseconds).
+  longer (timestamps carry microseconds);
+* the parse floor: Arrow's JSON reader alone on the same values, joined into JSON lines
+  beforehand, in the same batches (``json_parse_records_per_s``).
+  ``contract_overhead_parse_floor`` = (time without the contract + that parse) / time without:
+  what ``contract_overhead`` would be if the rules, the framing and the dead letters cost
+  nothing, i.e. the least a check that parses JSON values can reach here.
+
+With ``bootstrap`` the two produce workloads also run on that Kafka cluster, under ``kafka``
+(topics named ``perf-contracts-<random>-...``, deleted afterwards; the parse floor there uses
+the Kafka produce without a contract).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 
+from trunkline._json_blocks import block_size
 from trunkline.contracts import ContractValidator, parse_contract
 from trunkline.contracts._codec import encode
+from trunkline.errors import TopicNotFound
 
 CONTRACT = """\
 apiVersion: v3.0.2
@@ -137,15 +154,41 @@ def validation_throughput(values: pa.Array, repeats: int) -> tuple[float, int]:
     return len(values) / statistics.median(times), failed
 
 
-def _project(root: Path, ack: str) -> None:
+def parse_floor(values: pa.Array, batch: int, repeats: int) -> float:
+    """Seconds Arrow's JSON reader alone takes to read ``values`` in batches of ``batch``.
+
+    The values are joined into JSON lines beforehand and the reader gets the contract's
+    column types and block size, as the validator's decoding does: the least any check of
+    JSON values has to pay with the fastest parser available here (see BENCHMARKS.md).
+    """
+    layout = ContractValidator(parse_contract(CONTRACT)).layout
+    joined = []
+    for first in range(0, len(values), batch):
+        part = values.slice(first, batch)
+        lines = pc.binary_join_element_wise(part, pa.scalar(b"\n"), b"")
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset :]
+        longest = int(np.diff(offsets[: len(part) + 1]).max())
+        joined.append((lines.buffers()[2][: int(offsets[len(part)])], longest))
+    parse = pj.ParseOptions(explicit_schema=layout.parse_schema, unexpected_field_behavior="infer")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for data, longest in joined:
+            options = pj.ReadOptions(block_size=block_size(data.size, longest))
+            pj.read_json(pa.BufferReader(data), read_options=options, parse_options=parse)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _project(root: Path, hub: str, prefix: str) -> None:
     (root / "contracts").mkdir(parents=True)
     (root / "contracts" / "orders.yaml").write_text(CONTRACT)
     (root / "trunkline.yaml").write_text(
-        f"hub: {{path: hub, ack: {ack}}}\n"
+        f"hub: {hub}\n"
         "meta: sqlite:///meta.db\n"
         "topics:\n"
-        "  contracted: {contract: contracts/orders.yaml, on_violation: dead_letter}\n"
-        "  plain: {}\n"
+        f"  {prefix}contracted: {{contract: contracts/orders.yaml, on_violation: dead_letter}}\n"
+        f"  {prefix}plain: {{}}\n"
     )
 
 
@@ -165,54 +208,32 @@ def _produce_typed(hub: Any, topic: str, rows: pa.Table, batch: int, layout: Any
     return time.perf_counter() - start
 
 
-def run(
-    directory: Path | None = None,
-    *,
-    records: int = 1_000_000,
-    batch: int = 10_000,
-    repeats: int = 3,
-    ack: str = "fsync",
+def produce_workloads(
+    hub: Any, prefix: str, values: pa.Array, rows: pa.Table, batch: int, repeats: int
 ) -> dict[str, Any]:
-    """Measure; returns the figures (see the module docstring)."""
-    from trunkline.project import Project
-
-    values = sample_values(records)
-    rows = sample_table(records)
+    """The JSON and typed produce workloads on topics ``<prefix>contracted`` / ``plain``."""
+    contracted, plain, dlq = f"{prefix}contracted", f"{prefix}plain", f"{prefix}contracted.dlq"
     layout = ContractValidator(parse_contract(CONTRACT)).layout
-    rate, failed = validation_throughput(values, repeats)
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        root = Path(tmp)
-        _project(root, ack)
-        with Project.open(root) as project:
-            project.apply_topics()
-            hub = project.hub
-            warm = values.slice(0, min(len(values), 5 * batch))
-            _produce(hub, "contracted", warm, batch)
-            _produce(hub, "plain", warm, batch)
-            with_contract, without = [], []
-            for _ in range(repeats):
-                without.append(_produce(hub, "plain", values, batch))
-                with_contract.append(_produce(hub, "contracted", values, batch))
-            dead = sum(hub.end_offsets("contracted.dlq").values())
-            warm_rows = rows.slice(0, min(rows.num_rows, 5 * batch))
-            _produce_typed(hub, "contracted", warm_rows, batch, None)
-            _produce_typed(hub, "plain", warm_rows, batch, layout)
-            typed_with, typed_without = [], []
-            for _ in range(repeats):
-                typed_without.append(_produce_typed(hub, "plain", rows, batch, layout))
-                typed_with.append(_produce_typed(hub, "contracted", rows, batch, None))
-            dead_typed = sum(hub.end_offsets("contracted.dlq").values()) - dead
+    warm = values.slice(0, min(len(values), 5 * batch))
+    _produce(hub, contracted, warm, batch)
+    _produce(hub, plain, warm, batch)
+    with_contract, without = [], []
+    for _ in range(repeats):
+        without.append(_produce(hub, plain, values, batch))
+        with_contract.append(_produce(hub, contracted, values, batch))
+    dead = sum(hub.end_offsets(dlq).values())
+    warm_rows = rows.slice(0, min(rows.num_rows, 5 * batch))
+    _produce_typed(hub, contracted, warm_rows, batch, None)
+    _produce_typed(hub, plain, warm_rows, batch, layout)
+    typed_with, typed_without = [], []
+    for _ in range(repeats):
+        typed_without.append(_produce_typed(hub, plain, rows, batch, layout))
+        typed_with.append(_produce_typed(hub, contracted, rows, batch, None))
+    dead_typed = sum(hub.end_offsets(dlq).values()) - dead
     t_with, t_without = statistics.median(with_contract), statistics.median(without)
     typed_t_with, typed_t_without = statistics.median(typed_with), statistics.median(typed_without)
+    records = len(values)
     return {
-        "benchmark": "contracts",
-        "records": records,
-        "rules": 10,
-        "value_bytes_avg": round(values.nbytes / max(1, records)),
-        "validation_records_per_s": round(rate),
-        "validation_failed_records": failed,
-        "batch": batch,
-        "ack": ack,
         "produce_records_per_s_with_contract": round(records / t_with),
         "produce_records_per_s_without_contract": round(records / t_without),
         "contract_overhead": round(t_with / t_without, 3),
@@ -221,6 +242,79 @@ def run(
         "produce_typed_records_per_s_without_contract": round(records / typed_t_without),
         "contract_overhead_typed": round(typed_t_with / typed_t_without, 3),
         "dead_lettered_typed": dead_typed,
-        "repeats": repeats,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "_seconds_without_contract": t_without,
     }
+
+
+def run(
+    directory: Path | None = None,
+    *,
+    records: int = 1_000_000,
+    batch: int = 10_000,
+    repeats: int = 3,
+    ack: str = "fsync",
+    bootstrap: str | None = None,
+) -> dict[str, Any]:
+    """Measure; returns the figures (see the module docstring). With ``bootstrap``, the
+    produce workloads also run on that Kafka cluster (``kafka``; its topics are deleted)."""
+    from trunkline.project import Project
+
+    values = sample_values(records)
+    rows = sample_table(records)
+    rate, failed = validation_throughput(values, repeats)
+    parse_s = parse_floor(values, batch, repeats)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        root = Path(tmp) / "embedded"
+        _project(root, f"{{path: hub, ack: {ack}}}", "")
+        with Project.open(root) as project:
+            project.apply_topics()
+            embedded = produce_workloads(project.hub, "", values, rows, batch, repeats)
+        kafka = None
+        if bootstrap is not None:
+            kafka = _on_kafka(Path(tmp) / "kafka", bootstrap, values, rows, batch, repeats)
+    figures: dict[str, Any] = {
+        "benchmark": "contracts",
+        "records": records,
+        "rules": 10,
+        "value_bytes_avg": round(values.nbytes / max(1, records)),
+        "validation_records_per_s": round(rate),
+        "validation_failed_records": failed,
+        "json_parse_records_per_s": round(records / parse_s),
+        "batch": batch,
+        "ack": ack,
+    }
+    figures.update(_with_floor(embedded, parse_s))
+    if kafka is not None:
+        figures["kafka"] = _with_floor(kafka, parse_s)
+    figures["repeats"] = repeats
+    figures["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    return figures
+
+
+def _with_floor(figures: dict[str, Any], parse_s: float) -> dict[str, Any]:
+    """The figures with ``contract_overhead_parse_floor`` after ``contract_overhead``."""
+    t_without = figures.pop("_seconds_without_contract")
+    out: dict[str, Any] = {}
+    for key, value in figures.items():
+        out[key] = value
+        if key == "contract_overhead":
+            out["contract_overhead_parse_floor"] = round((t_without + parse_s) / t_without, 3)
+    return out
+
+
+def _on_kafka(
+    root: Path, bootstrap: str, values: pa.Array, rows: pa.Table, batch: int, repeats: int
+) -> dict[str, Any]:
+    from trunkline.project import Project
+
+    prefix = f"perf-contracts-{uuid.uuid4().hex[:8]}-"
+    _project(root, json.dumps({"backend": "kafka", "bootstrap": bootstrap}), prefix)
+    with Project.open(root) as project:
+        project.apply_topics()
+        hub = project.hub
+        try:
+            return produce_workloads(hub, prefix, values, rows, batch, repeats)
+        finally:
+            for topic in ("contracted", "plain", "contracted.dlq"):
+                with contextlib.suppress(TopicNotFound):
+                    hub.delete_topic(prefix + topic)

@@ -312,3 +312,28 @@ def test_perf_hub_quick(tmp_path: Path, run: Run) -> None:
     code, _, err = run("perf", "hub", "--ack", "sometimes")
     assert code == 2
     assert "fsync or written" in err
+
+
+def test_perf_contracts_quick(tmp_path: Path, run: Run) -> None:
+    code, out, _ = run("perf", "contracts", "--quick", "--json", "--directory", str(tmp_path))
+    assert code == 0
+    figures = json.loads(out)
+    # 20,000 orders, one in 1,000 with a negative amount.
+    assert figures["validation_failed_records"] == 20
+    # The warm-up (all 20,000 in a quick run) and one repeat dead-letter 20 each.
+    assert figures["dead_lettered"] == figures["dead_lettered_typed"] == 40
+    for key in (
+        "validation_records_per_s",
+        "json_parse_records_per_s",
+        "produce_records_per_s_with_contract",
+        "produce_records_per_s_without_contract",
+        "contract_overhead",
+        "contract_overhead_parse_floor",
+        "contract_overhead_typed",
+    ):
+        assert figures[key] > 0, key
+    assert "kafka" not in figures
+    assert list(tmp_path.iterdir()) == []  # the temp folder is gone
+    code, _, err = run("perf", "contracts", "--ack", "sometimes")
+    assert code == 2
+    assert "--ack: expected fsync or written, found 'sometimes'" in err
