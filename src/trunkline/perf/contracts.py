@@ -209,9 +209,17 @@ def _produce_typed(hub: Any, topic: str, rows: pa.Table, batch: int, layout: Any
 
 
 def produce_workloads(
-    hub: Any, prefix: str, values: pa.Array, rows: pa.Table, batch: int, repeats: int
+    hub: Any,
+    prefix: str,
+    values: pa.Array,
+    rows: pa.Table,
+    *,
+    batch: int,
+    repeats: int,
+    parse_s: float,
 ) -> dict[str, Any]:
-    """The JSON and typed produce workloads on topics ``<prefix>contracted`` / ``plain``."""
+    """The JSON and typed produce workloads on topics ``<prefix>contracted`` / ``plain``;
+    ``parse_s`` is :func:`parse_floor`'s time for the floor."""
     contracted, plain, dlq = f"{prefix}contracted", f"{prefix}plain", f"{prefix}contracted.dlq"
     layout = ContractValidator(parse_contract(CONTRACT)).layout
     warm = values.slice(0, min(len(values), 5 * batch))
@@ -237,12 +245,12 @@ def produce_workloads(
         "produce_records_per_s_with_contract": round(records / t_with),
         "produce_records_per_s_without_contract": round(records / t_without),
         "contract_overhead": round(t_with / t_without, 3),
+        "contract_overhead_parse_floor": round((t_without + parse_s) / t_without, 3),
         "dead_lettered": dead,
         "produce_typed_records_per_s_with_contract": round(records / typed_t_with),
         "produce_typed_records_per_s_without_contract": round(records / typed_t_without),
         "contract_overhead_typed": round(typed_t_with / typed_t_without, 3),
         "dead_lettered_typed": dead_typed,
-        "_seconds_without_contract": t_without,
     }
 
 
@@ -262,16 +270,20 @@ def run(
     values = sample_values(records)
     rows = sample_table(records)
     rate, failed = validation_throughput(values, repeats)
-    parse_s = parse_floor(values, batch, repeats)
+    sizes: dict[str, Any] = {
+        "batch": batch,
+        "repeats": repeats,
+        "parse_s": parse_floor(values, batch, repeats),
+    }
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         root = Path(tmp) / "embedded"
         _project(root, f"{{path: hub, ack: {ack}}}", "")
         with Project.open(root) as project:
             project.apply_topics()
-            embedded = produce_workloads(project.hub, "", values, rows, batch, repeats)
+            embedded = produce_workloads(project.hub, "", values, rows, **sizes)
         kafka = None
         if bootstrap is not None:
-            kafka = _on_kafka(Path(tmp) / "kafka", bootstrap, values, rows, batch, repeats)
+            kafka = _on_kafka(Path(tmp) / "kafka", bootstrap, values, rows, sizes)
     figures: dict[str, Any] = {
         "benchmark": "contracts",
         "records": records,
@@ -279,31 +291,20 @@ def run(
         "value_bytes_avg": round(values.nbytes / max(1, records)),
         "validation_records_per_s": round(rate),
         "validation_failed_records": failed,
-        "json_parse_records_per_s": round(records / parse_s),
+        "json_parse_records_per_s": round(records / sizes["parse_s"]),
         "batch": batch,
         "ack": ack,
     }
-    figures.update(_with_floor(embedded, parse_s))
+    figures.update(embedded)
     if kafka is not None:
-        figures["kafka"] = _with_floor(kafka, parse_s)
+        figures["kafka"] = kafka
     figures["repeats"] = repeats
     figures["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     return figures
 
 
-def _with_floor(figures: dict[str, Any], parse_s: float) -> dict[str, Any]:
-    """The figures with ``contract_overhead_parse_floor`` after ``contract_overhead``."""
-    t_without = figures.pop("_seconds_without_contract")
-    out: dict[str, Any] = {}
-    for key, value in figures.items():
-        out[key] = value
-        if key == "contract_overhead":
-            out["contract_overhead_parse_floor"] = round((t_without + parse_s) / t_without, 3)
-    return out
-
-
 def _on_kafka(
-    root: Path, bootstrap: str, values: pa.Array, rows: pa.Table, batch: int, repeats: int
+    root: Path, bootstrap: str, values: pa.Array, rows: pa.Table, sizes: dict[str, Any]
 ) -> dict[str, Any]:
     from trunkline.project import Project
 
@@ -313,7 +314,7 @@ def _on_kafka(
         project.apply_topics()
         hub = project.hub
         try:
-            return produce_workloads(hub, prefix, values, rows, batch, repeats)
+            return produce_workloads(hub, prefix, values, rows, **sizes)
         finally:
             for topic in ("contracted", "plain", "contracted.dlq"):
                 with contextlib.suppress(TopicNotFound):
