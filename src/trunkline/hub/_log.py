@@ -488,15 +488,23 @@ class PartitionLog:
     # -- reader -----------------------------------------------------------------------
 
     def segments(self, hw: Watermark | None = None) -> list[int]:
-        """Base offsets of the segments, refreshed when the cached list is stale."""
+        """Base offsets of the segments up to ``hw``'s active one, cached while not stale.
+
+        ``hw`` must have been read before this call. The listing is cut at its active
+        segment: a listing made while a writer rolls can hold a new segment but not an older
+        one created during the listing (``readdir`` makes no promise about entries added
+        while it runs), and a cached list with such a hole would skip that segment's records
+        for good. Segments up to ``hw``'s active one existed before the listing began.
+        """
+        if hw is None:
+            hw = self.watermark()
         bases = self._bases
         stale = (
-            not bases
-            or (hw is not None and hw.segment_base != bases[-1])
-            or not self._path(bases[0], "log").exists()
+            not bases or hw.segment_base != bases[-1] or not self._path(bases[0], "log").exists()
         )
         if stale:
-            self._bases = bases = list_segments(self.dir)
+            listed = list_segments(self.dir)
+            self._bases = bases = listed[: bisect.bisect_right(listed, hw.segment_base)]
         return bases
 
     def start_offset(self) -> int:
@@ -522,6 +530,7 @@ class PartitionLog:
             self._readers.move_to_end(base)
             return cached[0]
         if cached is not None:
+            del self._readers[base]  # before the open, which fails if the file is gone now
             os.close(cached[0])
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._readers[base] = (fd, os.fstat(fd).st_ino)
@@ -545,6 +554,17 @@ class PartitionLog:
             self._indexes = {k: v for k, v in self._indexes.items() if k[0] != base}
             self._indexes[key] = index
         return index
+
+    def _readable_size(self, fd: int, base: int, hw: Watermark) -> int:
+        """Bytes of segment ``base`` (open as ``fd``) that a reader holding ``hw`` may read.
+
+        ``hw``'s active segment is read up to ``hw.position`` — unless a roll closed it since
+        ``hw`` was read: then ``fd`` may already be a compacted copy, shorter than that
+        position. A closed segment is whole, so all of it is read.
+        """
+        if base != hw.segment_base or self.watermark().segment_base != base:
+            return os.fstat(fd).st_size
+        return hw.position
 
     def _seek(self, fd: int, base: int, size: int, offset: int) -> int:
         """Byte position of a batch at or before ``offset``; the index is only a hint."""
@@ -629,7 +649,7 @@ class PartitionLog:
                     # Retention deleted the segment after we listed it: start again.
                     self._bases = []
                     return self.read(offset, max_records, max_bytes)
-                size = hw.position if base == hw.segment_base else os.fstat(fd).st_size
+                size = self._readable_size(fd, base, hw)
                 pos = self._seek(fd, base, size, offset) if offset > base else 0
                 full = False
                 for _, header, payload in self._batches(fd, base, pos, size):
@@ -662,13 +682,22 @@ class PartitionLog:
         """First offset whose record timestamp is >= ``timestamp``, or None."""
         with self._mutex:
             hw = self.watermark()
-            for base in self.segments(hw):
+            for base in self.segments(hw):  # ends at hw's segment: no unacknowledged roll
                 try:
                     fd = self._reader(base)
                 except FileNotFoundError:
                     continue
-                size = hw.position if base == hw.segment_base else os.fstat(fd).st_size
-                pos = self._index(base, fd, size).position_for_time(timestamp)
+                size = self._readable_size(fd, base, hw)
+                index = self._index(base, fd, size)
+                pos = index.position_for_time(timestamp)
+                if pos:
+                    # The index is only a hint: it can belong to another version of the log
+                    # (compaction swaps the log, then the index). Use it only if it names
+                    # the batch that is really there.
+                    header = unpack_header(os.pread(fd, HEADER_SIZE, pos))
+                    relative = int(index.relative[np.searchsorted(index.positions, pos)])
+                    if header is None or header.base_offset != base + relative:
+                        pos = 0
                 for _, header, payload in self._batches(fd, base, pos, size):
                     if header.max_ts < timestamp or header.record_count == 0:
                         continue
@@ -703,8 +732,9 @@ class PartitionLog:
             return []
         deleted: list[int] = []
         with self._mutex, self._cleaner_locked():
+            hw = self.watermark()  # the active segment is hw's, not the newest file (a roll)
             bases = list_segments(self.dir)
-            closed = bases[:-1]
+            closed = [b for b in bases[:-1] if b < hw.segment_base]
             sizes = {b: self._path(b, "log").stat().st_size for b in bases}
             total = sum(sizes.values())
             for base in closed:
@@ -763,10 +793,16 @@ class PartitionLog:
             return CompactionResult(rewritten, removed, before, after)
 
     def _latest_offsets(self, bases: list[int], hw: Watermark) -> np.ndarray:
-        """Sorted offsets that hold the latest record of their key, over the whole log."""
+        """Sorted offsets that hold the latest record of their key, over the acknowledged log.
+
+        Records past ``hw`` (a roll in progress, or left by a killed writer) are left out:
+        they may be torn or never acknowledged, and must not outvote acknowledged records.
+        """
         keys: list[pa.Array] = []
         offsets: list[pa.Array] = []
         for base in bases:
+            if base > hw.segment_base:
+                break  # left by a roll that hw does not show yet: not acknowledged
             fd = self._reader(base)
             size = hw.position if base == hw.segment_base else os.fstat(fd).st_size
             for _, header, payload in self._batches(fd, base, 0, size):
