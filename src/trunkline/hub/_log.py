@@ -567,11 +567,20 @@ class PartitionLog:
         return hw.position
 
     def _seek(self, fd: int, base: int, size: int, offset: int) -> int:
-        """Byte position of a batch at or before ``offset``; the index is only a hint."""
-        pos = self._index(base, fd, size).position_for(offset - base)
+        """Byte position of a batch at or before ``offset`` (0: from the start)."""
+        return self._hint(fd, base, self._index(base, fd, size).entry_for(offset - base))
+
+    @staticmethod
+    def _hint(fd: int, base: int, entry: tuple[int, int]) -> int:
+        """An index entry's byte position if the batch there is the one it names, else 0.
+
+        The index is only a hint: it can belong to another version of the log (compaction
+        replaces the log, then the index, and may be killed between the two).
+        """
+        pos, relative = entry
         if pos:
             header = unpack_header(os.pread(fd, HEADER_SIZE, pos))
-            if header is None or header.base_offset > offset:
+            if header is None or header.base_offset != base + relative:
                 return 0
         return pos
 
@@ -688,16 +697,7 @@ class PartitionLog:
                 except FileNotFoundError:
                     continue
                 size = self._readable_size(fd, base, hw)
-                index = self._index(base, fd, size)
-                pos = index.position_for_time(timestamp)
-                if pos:
-                    # The index is only a hint: it can belong to another version of the log
-                    # (compaction swaps the log, then the index). Use it only if it names
-                    # the batch that is really there.
-                    header = unpack_header(os.pread(fd, HEADER_SIZE, pos))
-                    relative = int(index.relative[np.searchsorted(index.positions, pos)])
-                    if header is None or header.base_offset != base + relative:
-                        pos = 0
+                pos = self._hint(fd, base, self._index(base, fd, size).entry_for_time(timestamp))
                 for _, header, payload in self._batches(fd, base, pos, size):
                     if header.max_ts < timestamp or header.record_count == 0:
                         continue

@@ -427,15 +427,18 @@ class OffsetIndex:
             and self.positions[-1] < size
         )
 
-    def position_for(self, relative_offset: int) -> int:
-        """Byte position of the last indexed batch starting at or before ``relative_offset``."""
-        i = int(np.searchsorted(self.relative, relative_offset, side="right")) - 1
-        return int(self.positions[i]) if i >= 0 else 0
+    def entry_for(self, relative_offset: int) -> tuple[int, int]:
+        """(byte position, relative offset) of the last indexed batch starting at or before
+        ``relative_offset``; (0, 0) when there is none."""
+        return self._entry(int(np.searchsorted(self.relative, relative_offset, side="right")) - 1)
 
-    def position_for_time(self, timestamp: int) -> int:
-        """Position from which the first record with a timestamp >= ``timestamp`` can follow."""
-        i = int(np.searchsorted(self.max_ts_before, timestamp, side="left")) - 1
-        return int(self.positions[i]) if i >= 0 else 0
+    def entry_for_time(self, timestamp: int) -> tuple[int, int]:
+        """(byte position, relative offset) of the indexed batch from which the first record
+        with a timestamp >= ``timestamp`` can follow; (0, 0) when that is the start."""
+        return self._entry(int(np.searchsorted(self.max_ts_before, timestamp, side="left")) - 1)
+
+    def _entry(self, i: int) -> tuple[int, int]:
+        return (int(self.positions[i]), int(self.relative[i])) if i >= 0 else (0, 0)
 
 
 def build_index(fd: int, path: Path, size: int, base_offset: int) -> bytes:
