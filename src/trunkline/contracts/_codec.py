@@ -135,23 +135,34 @@ def _nulls(layout: Layout, n: int) -> pa.Table:
     return pa.table({f.name: pa.nulls(n, f.type) for f in layout.schema}, schema=layout.schema)
 
 
+def json_lines(payload: pa.Array) -> tuple[pa.Buffer, int]:
+    """``payload`` values (binary, no nulls) joined into JSON lines, and the longest line."""
+    n = len(payload)
+    lines = pc.binary_join_element_wise(payload, pa.scalar(b"\n"), b"")
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
+    start, end = int(offsets[lines.offset]), int(offsets[lines.offset + n])
+    longest = int(np.diff(offsets[lines.offset : lines.offset + n + 1]).max())
+    return lines.buffers()[2][start:end], longest
+
+
+def read_lines(data: pa.Buffer, longest: int, layout: Layout) -> pa.Table:
+    """Arrow's JSON reader on :func:`json_lines` output, told the layout's types (Arrow's
+    errors propagate)."""
+    return pj.read_json(
+        pa.BufferReader(data),
+        read_options=pj.ReadOptions(block_size=block_size(data.size, longest)),
+        parse_options=pj.ParseOptions(
+            explicit_schema=layout.parse_schema, unexpected_field_behavior="infer"
+        ),
+    )
+
+
 def _fast(payload: pa.Array, layout: Layout) -> Decoded:
     n = len(payload)
     if not pc.all(pc.starts_with(payload, b"{")).as_py():
         raise _Refused("a value does not start with '{'")
-    lines = pc.binary_join_element_wise(payload, pa.scalar(b"\n"), b"")
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
-    data = lines.buffers()[2]
-    start, end = int(offsets[lines.offset]), int(offsets[lines.offset + n])
-    longest = int(np.diff(offsets[lines.offset : lines.offset + n + 1]).max())
     try:
-        parsed = pj.read_json(
-            pa.BufferReader(data[start:end]),
-            read_options=pj.ReadOptions(block_size=block_size(end - start, longest)),
-            parse_options=pj.ParseOptions(
-                explicit_schema=layout.parse_schema, unexpected_field_behavior="infer"
-            ),
-        )
+        parsed = read_lines(*json_lines(payload), layout)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise _Refused(str(exc)) from None
     if parsed.num_rows != n:

@@ -45,14 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pj
 
-from trunkline._json_blocks import block_size
 from trunkline.contracts import ContractValidator, parse_contract
-from trunkline.contracts._codec import encode
+from trunkline.contracts._codec import encode, json_lines, read_lines
 from trunkline.errors import TopicNotFound
 
 CONTRACT = """\
@@ -157,25 +153,17 @@ def validation_throughput(values: pa.Array, repeats: int) -> tuple[float, int]:
 def parse_floor(values: pa.Array, batch: int, repeats: int) -> float:
     """Seconds Arrow's JSON reader alone takes to read ``values`` in batches of ``batch``.
 
-    The values are joined into JSON lines beforehand and the reader gets the contract's
-    column types and block size, as the validator's decoding does: the least any check of
+    The values are joined into JSON lines beforehand and read as the validator's decoding
+    reads them (its :func:`~trunkline.contracts._codec.read_lines`): the least any check of
     JSON values has to pay with the fastest parser available here (see BENCHMARKS.md).
     """
     layout = ContractValidator(parse_contract(CONTRACT)).layout
-    joined = []
-    for first in range(0, len(values), batch):
-        part = values.slice(first, batch)
-        lines = pc.binary_join_element_wise(part, pa.scalar(b"\n"), b"")
-        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset :]
-        longest = int(np.diff(offsets[: len(part) + 1]).max())
-        joined.append((lines.buffers()[2][: int(offsets[len(part)])], longest))
-    parse = pj.ParseOptions(explicit_schema=layout.parse_schema, unexpected_field_behavior="infer")
+    joined = [json_lines(values.slice(first, batch)) for first in range(0, len(values), batch)]
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         for data, longest in joined:
-            options = pj.ReadOptions(block_size=block_size(data.size, longest))
-            pj.read_json(pa.BufferReader(data), read_options=options, parse_options=parse)
+            read_lines(data, longest, layout)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
