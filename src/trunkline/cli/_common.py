@@ -69,3 +69,17 @@ def project(ctx: typer.Context) -> Project:
 def bad_input(message: str) -> ConfigError:
     """An error about command-line input (exit code 2)."""
     return ConfigError(message)
+
+
+def check_bootstrap(option: str, value: str) -> str:
+    """A Kafka bootstrap list given on the command line, checked as trunkline.yaml checks
+    one, before any work starts."""
+    from trunkline.config import KafkaHub
+
+    try:
+        KafkaHub.model_validate({"backend": "kafka", "bootstrap": value})
+    except ValueError:
+        raise bad_input(
+            f"{option}: expected host:port[,host:port...], such as 127.0.0.1:9092, found {value!r}"
+        ) from None
+    return value

@@ -14,6 +14,7 @@ from trunkline.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     bad_input,
+    check_bootstrap,
     err,
     out,
     print_json,
@@ -300,6 +301,8 @@ def perf_contracts(
 
     if ack not in ("fsync", "written"):
         raise bad_input(f"--ack: expected fsync or written, found {ack!r}")
+    if bootstrap is not None:
+        check_bootstrap("--bootstrap", bootstrap)
     sizes = {"records": 20_000, "batch": 5_000, "repeats": 1} if quick else {
         "records": records, "batch": batch}  # fmt: skip
     from trunkline.cli._perf import print_figures

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from trunkline.cli._common import bad_input, out
+from trunkline.cli._common import bad_input, check_bootstrap, out
 
 perf_app = typer.Typer(help="Benchmarks; each measures its baseline in the same run.")
 
@@ -70,6 +70,8 @@ def perf_hub(
             "--bootstrap host:port (or TRUNKLINE_KAFKA_BOOTSTRAP) is needed to measure Kafka; "
             "scripts/services/kafka start prints one"
         )
+    if bootstrap is not None and needs_kafka:
+        check_bootstrap("--bootstrap", bootstrap)
     sizes: dict[str, Any] = dict(QUICK) if quick else {}
     if compare:
         assert bootstrap is not None

@@ -337,3 +337,15 @@ def test_perf_contracts_quick(tmp_path: Path, run: Run) -> None:
     code, _, err = run("perf", "contracts", "--ack", "sometimes")
     assert code == 2
     assert "--ack: expected fsync or written, found 'sometimes'" in err
+
+
+@pytest.mark.parametrize("command", [("contracts",), ("hub", "--compare")])
+def test_perf_bad_bootstrap_is_refused_before_any_work(
+    tmp_path: Path, run: Run, command: tuple[str, ...]
+) -> None:
+    code, out, err = run("perf", *command, "--bootstrap", "nohost", "--directory", str(tmp_path))
+    assert code == 2
+    assert "--bootstrap: expected host:port[,host:port...], such as 127.0.0.1:9092, found " \
+        "'nohost'" in err  # fmt: skip
+    assert out == ""
+    assert list(tmp_path.iterdir()) == []  # nothing was measured
