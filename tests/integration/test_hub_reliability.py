@@ -37,7 +37,9 @@ def _kill_and_collect(proc: subprocess.Popen[str]) -> list[list[tuple[int, int]]
     os.kill(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate()
     acked = []
-    for line in out.splitlines():
+    # Only whole lines: the child may be killed in the middle of writing one (blocked on a
+    # full pipe, since it is read only now), and a cut line names too few or wrong offsets.
+    for line in out.split("\n")[:-1]:
         if line.startswith("ACK"):
             acked.append([tuple(map(int, pair.split("/"))) for pair in line.split()[1:]])
     return acked  # type: ignore[return-value]

@@ -55,7 +55,9 @@ def read_all(hub: Hub, topic: str) -> dict[int, list[Row]]:
 def build_source(path: Path, n: dict[str, str]) -> EmbeddedHub:
     """Three topics (plain, compacted, retention-trimmed) and two groups with offsets."""
     hub = EmbeddedHub(path)
-    base = 1_700_000_000_000
+    # An hour ago: within the topics' retention on Kafka too (older timestamps would let the
+    # broker's retention check delete the copies while the test runs).
+    base = int(time.time() * 1000) - 3_600_000
     hub.create_topic(n["orders"], TopicConfig(partitions=3))
     hub.produce(
         n["orders"],
